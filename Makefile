@@ -1,0 +1,53 @@
+# make demo  : create .venv if missing, install, train the demo model on the CPU and show its heads
+# make test  : create .venv if missing, install, run ruff and the test suite
+# TORCH_SPEC : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
+#              (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+WHEELS     ?= /opt/wheels
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
+
+.PHONY: setup demo test lint format bench assets clean
+
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(BIN)/python" ]; then \
+		if command -v uv >/dev/null 2>&1; then uv venv --python $(PYTHON) $(VENV); \
+		else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@if command -v uv >/dev/null 2>&1; then \
+		links=""; [ -d "$(WHEELS)" ] && links="--find-links $(WHEELS)"; \
+		uv pip install --python $(BIN)/python $$links "$(TORCH_SPEC)" && \
+		uv pip install --python $(BIN)/python $$links -e ".[dev]"; \
+	else \
+		$(BIN)/python -m pip install -q --upgrade pip && \
+		$(BIN)/python -m pip install -q "$(TORCH_SPEC)" && \
+		$(BIN)/python -m pip install -q -e ".[dev]"; \
+	fi
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/inducthead demo --device cpu
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q
+
+lint:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python benchmarks/demo_emergence.py
+
+assets: setup
+	$(BIN)/python assets/build.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

@@ -1,0 +1,24 @@
+"""inducthead: train, find and causally verify induction heads.
+
+Data flows one way: config -> model -> train -> run dir -> detect / dynamics -> verify -> report.
+"""
+
+from inducthead import configs, tasks
+from inducthead.config import HookedTransformerConfig
+from inducthead.interop import to_bridge
+from inducthead.model import HookedTransformer
+from inducthead.rundir import Run, load
+from inducthead.train import TrainConfig, train
+
+__version__ = "0.1.0"
+__all__ = [
+    "HookedTransformerConfig",
+    "HookedTransformer",
+    "configs",
+    "tasks",
+    "to_bridge",
+    "train",
+    "TrainConfig",
+    "load",
+    "Run",
+]

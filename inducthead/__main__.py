@@ -1,0 +1,5 @@
+import sys
+
+from inducthead.cli import main
+
+sys.exit(main())

@@ -1,0 +1,154 @@
+"""The `inducthead` command line: train, configs, demo.
+
+Errors print as one line (`inducthead: error: ...`, exit 2) unless --debug is given; Ctrl-C during
+training saves a checkpoint and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("--seed", type=int, help="seed for model init and data (default: the preset's)")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, mps")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inducthead",
+        description="Train, find and causally verify induction heads.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a preset into a run directory")
+    p.add_argument("--config", required=True, help="preset name (see `inducthead configs`)")
+    p.add_argument("--out", required=True, type=Path, help="run directory to write")
+    _add_train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("configs", help="list the presets")
+    p.add_argument("name", nargs="?", help="show one preset in full")
+    p.set_defaults(func=cmd_configs)
+
+    p = sub.add_parser("demo", help="train the demo model and show its induction head (CPU, ~30 s)")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (runs/demo)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _preset_and_config(args):
+    from inducthead import configs
+
+    preset = configs.get(args.config)
+    if args.seed is not None:
+        preset = preset.with_seed(args.seed)
+    changes = {"progress": not args.no_progress}
+    for arg, name in (
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("device", "device"),
+    ):
+        if getattr(args, arg) is not None:
+            changes[name] = getattr(args, arg)
+    return preset, preset.train.replace(**changes)
+
+
+def _train(args, preset, train_cfg, resume: bool, overwrite: bool):
+    from inducthead import HookedTransformer, train
+
+    model = HookedTransformer(preset.model)
+    start = time.perf_counter()
+    try:
+        run = train(
+            model, preset.make_task(), train_cfg, args.out, resume=resume, overwrite=overwrite
+        )
+    except KeyboardInterrupt:
+        from inducthead import Run
+
+        steps = Run(args.out).checkpoints if (args.out / "run.json").exists() else []
+        where = f"checkpoint at step {steps[-1]} in {args.out}" if steps else "no checkpoint"
+        print(
+            f"inducthead: interrupted; {where}. Continue with: inducthead train --config "
+            f"{preset.name} --out {args.out} --resume",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    return run, time.perf_counter() - start
+
+
+def cmd_train(args) -> int:
+    preset, train_cfg = _preset_and_config(args)
+    run, seconds = _train(args, preset, train_cfg, args.resume, args.overwrite)
+    print(f"{run!r}\ntrained in {seconds:.1f} s; checkpoints in {args.out / 'checkpoints'}")
+    return 0
+
+
+def cmd_configs(args) -> int:
+    from inducthead import configs
+
+    if args.name is None:
+        print(configs.table())
+        return 0
+    preset = configs.get(args.name)
+    print(repr(preset))
+    print(f"  {preset.description}\n  source: {preset.source}")
+    for note in preset.notes:
+        print(f"  note: {note}")
+    print(
+        f"  model: {preset.model.to_dict()}\n  task: {preset.task}\n"
+        f"  train: {preset.train.to_dict()}"
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import json
+
+    from inducthead import demo
+
+    args.config = "demo"
+    preset, train_cfg = _preset_and_config(args)
+    run_json = args.out / "run.json"
+    # Re-running the demo replaces an earlier demo run; anything else in --out is left alone.
+    overwrite = (
+        run_json.is_file() and json.loads(run_json.read_text())["model"]["model_name"] == "demo"
+    )
+    run, seconds = _train(args, preset, train_cfg, resume=False, overwrite=overwrite)
+    print(demo.summary(run.model, preset.make_task(), seconds, args.out))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SystemExit:
+        raise
+    except Exception as e:  # one line for users; --debug shows the traceback
+        if args.debug:
+            raise
+        expected = isinstance(e, (ValueError, TypeError, OSError, RuntimeError))
+        text = str(e) if expected else f"{type(e).__name__}: {e} (rerun with --debug for details)"
+        print(f"inducthead: error: {text}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

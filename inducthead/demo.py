@@ -1,0 +1,69 @@
+"""What `inducthead demo` prints after training: per-head scores on periods never trained on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from inducthead import scores
+from inducthead.tasks import RepeatedTokens
+
+# A head whose held-out prefix-matching and previous-token scores pass 0.5 attends mostly to the
+# induction / previous-token target: the demo's acceptance bar (foundation issue, section 5).
+DEMO_BAR = 0.5
+
+
+def held_out_scores(model, task: RepeatedTokens, n_samples: int = 10) -> dict[int, torch.Tensor]:
+    """Prefix-matching `[n_layers, n_heads]` at each held-out period (as many repeats as fit)."""
+    cfg, out = model.cfg, {}
+    bos = cfg.bos_token_id is not None
+    for period in task.held_out_periods:
+        repeats = scores.probe_fit(cfg.n_ctx, period, 4, bos)
+        if repeats < 2:
+            continue
+        tokens = scores.repeated_probe(
+            cfg.d_vocab,
+            period,
+            repeats,
+            n_samples,
+            cfg.bos_token_id,
+            seed=1,
+            device=model.W_E.device,
+        )
+        pattern = scores.patterns(model, tokens)
+        out[period] = scores.prefix_matching_from_patterns(pattern, period, repeats, bos)
+    return out
+
+
+def summary(model, task: RepeatedTokens, seconds: float, out_dir: Path | None = None) -> str:
+    """A per-head table and the verdict, as printed by `inducthead demo`."""
+    pm = held_out_scores(model, task)
+    prev = scores.previous_token_score(model)
+    cfg = model.cfg
+    periods = list(pm)
+    lines = [
+        f"trained {cfg.model_name!r} in {seconds:.1f} s" + (f" -> {out_dir}" if out_dir else ""),
+        "",
+        "prefix matching on held-out periods (never trained on) and previous-token attention:",
+        "head  " + "".join(f"  p={p:<4}" for p in periods) + "  prev-token",
+    ]
+    for l in range(cfg.n_layers):
+        for h in range(cfg.n_heads):
+            cells = "".join(f"  {pm[p][l, h].item():6.3f}" for p in periods)
+            lines.append(f"L{l}H{h}  {cells}  {prev[l, h].item():9.3f}")
+    worst_pm = torch.stack([pm[p] for p in periods]).min(0).values
+    induction = [
+        f"L{l}H{h}"
+        for l in range(1, cfg.n_layers)
+        for h in range(cfg.n_heads)
+        if worst_pm[l, h] >= DEMO_BAR
+    ]
+    previous = [f"L0H{h}" for h in range(cfg.n_heads) if prev[0, h] >= DEMO_BAR]
+    lines += [
+        "",
+        f"induction heads (prefix matching >= {DEMO_BAR} at every held-out period): "
+        + (", ".join(induction) or "none"),
+        f"layer-0 previous-token heads (>= {DEMO_BAR}): " + (", ".join(previous) or "none"),
+    ]
+    return "\n".join(lines)

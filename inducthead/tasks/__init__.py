@@ -1,0 +1,8 @@
+"""Task generators: deterministic in a seed, vectorised, generated on the model's device."""
+
+from inducthead.tasks.base import Batch, Task, available, from_dict
+from inducthead.tasks.corpus import Corpus
+from inducthead.tasks.markov import MarkovICL
+from inducthead.tasks.repeated_tokens import RepeatedTokens
+
+__all__ = ["Batch", "Task", "RepeatedTokens", "Corpus", "MarkovICL", "from_dict", "available"]

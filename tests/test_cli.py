@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import inducthead as ih
+from inducthead.cli import main
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_configs_lists_presets(capsys):
+    code, out, _ = run_cli(["configs"], capsys)
+    assert code == 0 and "demo" in out and "olsson-attn-only-2l-small" in out
+    code, out, _ = run_cli(["configs", "olsson-attn-only-1l"], capsys)
+    assert code == 0 and "'d_model': 768" in out and "note:" in out
+
+
+def test_errors_are_one_line(capsys):
+    code, out, err = run_cli(["train", "--config", "nope", "--out", "x"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "unknown preset 'nope'; available: demo" in err
+    assert "Traceback" not in err
+
+
+def test_train_resume_and_refusals(tmp_path, capsys):
+    out_dir = str(tmp_path / "run")
+    args = ["train", "--config", "demo", "--out", out_dir, "--steps", "6", "--no-progress"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "step 6" in out
+    assert ih.Run(out_dir).checkpoints[-1] == 6
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "--resume" in err and "--overwrite" in err
+    code, out, _ = run_cli(
+        [
+            "train",
+            "--config",
+            "demo",
+            "--out",
+            out_dir,
+            "--steps",
+            "9",
+            "--no-progress",
+            "--resume",
+        ],
+        capsys,
+    )
+    assert code == 0 and ih.Run(out_dir).checkpoints[-1] == 9
+    code, _, err = run_cli(args + ["--seed", "3", "--resume"], capsys)
+    assert code == 2 and "model.seed: 0 -> 3" in err
+    code, _, _ = run_cli(args + ["--seed", "3", "--overwrite"], capsys)
+    assert code == 0 and json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 3
+
+
+def test_demo_prints_the_head_table(tmp_path, capsys):
+    code, out, _ = run_cli(
+        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
+    )
+    assert code == 0
+    assert "p=13" in out and "p=25" in out and "p=37" in out and "L1H1" in out
+    assert "induction heads (prefix matching >= 0.5 at every held-out period)" in out
+    # running it again replaces the earlier demo run rather than refusing
+    code, _, _ = run_cli(
+        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
+    )
+    assert code == 0
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ValueError, match="unknown preset"):
+        main(["--debug", "train", "--config", "nope", "--out", "x"])
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    out_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "inducthead",
+        "train",
+        "--config",
+        "demo",
+        "--out",
+        str(out_dir),
+        "--steps",
+        "100000",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until training is under way (step 20 written)
+        ckpts = list((out_dir / "checkpoints").glob("step_0000002*.safetensors"))
+        if ckpts:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert (
+        len(lines) == 1 and "interrupted; checkpoint at step" in lines[0] and "--resume" in lines[0]
+    )
+    run = ih.Run(out_dir)
+    assert run.checkpoints[-1] >= 20 and not run.damaged
+    assert str(run.checkpoints[-1]) in lines[0]
+    assert not (out_dir / ".lock").exists()
+    assert os.path.exists(out_dir / "metrics.jsonl")

@@ -1,0 +1,116 @@
+import json
+
+import pytest
+
+import inducthead as ih
+from inducthead.config import HookedTransformerConfig
+
+
+def test_defaults_follow_transformerlens():
+    cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_head=16, d_vocab=10)
+    assert cfg.n_heads == 4
+    assert cfg.d_mlp == 256 and cfg.act_fn == "gelu"
+    assert cfg.attn_scale == 4.0
+    assert cfg.initializer_range == pytest.approx(0.8 / 8)
+    assert cfg.d_vocab_out == 10
+    assert cfg.normalization_type == "LN"
+
+
+def test_round_trip_through_json():
+    cfg = HookedTransformerConfig(
+        n_layers=3,
+        d_model=48,
+        n_ctx=40,
+        d_head=12,
+        d_vocab=7,
+        attn_only=True,
+        positional_embedding_type="relative",
+        relative_window=5,
+        bos_token_id=6,
+        use_bias=False,
+    )
+    again = HookedTransformerConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert HookedTransformerConfig.from_json(cfg.to_json()) == cfg
+    assert again.hash() == cfg.hash()
+    assert cfg.replace(n_layers=4).hash() != cfg.hash()
+
+
+def test_transformerlens3_dict_loads():
+    tl3 = dict(
+        n_layers=1,
+        d_model=16,
+        n_ctx=8,
+        d_head=4,
+        d_vocab=5,
+        act_fn="relu",
+        device="cpu",
+        tokenizer_name=None,
+        original_architecture="GPT2LMHeadModel",
+        default_prepend_bos=True,
+        n_params=1234,
+    )
+    cfg = HookedTransformerConfig.from_dict(tl3)
+    assert cfg.act_fn == "relu" and cfg.n_heads == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(positional_embedding_type="sinusoidal"), "positional_embedding_type"),
+        (dict(normalization_type="layernorm"), "normalization_type"),
+        (dict(attn_only=True, d_mlp=64), "d_mlp"),
+        (dict(attn_only=True, act_fn="relu"), "act_fn"),
+        (dict(act_fn="tanh"), "act_fn"),
+        (dict(d_model=-4), "d_model"),
+        (dict(n_layers=0), "n_layers"),
+        (dict(d_vocab=0), "d_vocab"),
+        (dict(bos_token_id=10), "bos_token_id"),
+        (dict(rotary_dim=4), "rotary_dim"),
+        (dict(positional_embedding_type="rotary", rotary_dim=3), "rotary_dim"),
+        (dict(relative_window=3), "relative_window"),
+        (dict(eps=0.0), "eps"),
+        (dict(seed=1.5), "seed"),
+        (dict(use_bias="yes"), "use_bias"),
+        (dict(d_head=5), "n_heads"),
+    ],
+)
+def test_invalid_configs_name_the_field(kwargs, field):
+    base = dict(n_layers=2, d_model=32, n_ctx=16, d_head=8, d_vocab=10)
+    base.update(kwargs)
+    with pytest.raises(ValueError, match=field):
+        HookedTransformerConfig(**base)
+
+
+def test_unknown_keys_are_refused_by_name():
+    with pytest.raises(ValueError, match="n_layer"):
+        HookedTransformerConfig.from_dict(dict(n_layer=2, d_model=8, n_ctx=8, d_head=4, d_vocab=3))
+
+
+def test_replace_rederives_dependent_defaults():
+    cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_ctx=8, d_head=8, d_vocab=5)
+    wider = cfg.replace(d_model=64)
+    assert wider.n_heads == 8 and wider.d_mlp == 256
+    assert cfg.replace(attn_only=True).d_mlp is None
+    assert cfg.replace(d_model=64, n_heads=2).n_heads == 2
+
+
+def test_presets():
+    names = ih.configs.list()
+    for name in [
+        "demo",
+        "olsson-attn-only-1l",
+        "olsson-attn-only-2l",
+        "olsson-attn-only-3l",
+        "olsson-attn-only-2l-small",
+    ]:
+        assert name in names
+    big = ih.configs.get("olsson-attn-only-2l").model
+    assert (big.d_model, big.n_heads, big.d_head) == (768, 12, 64)
+    assert big.positional_embedding_type == "shortformer" and big.normalization_type is None
+    assert big.attn_only
+    with pytest.raises(ValueError, match="available: demo"):
+        ih.configs.get("olsen")
+    preset = ih.configs.get("demo").with_seed(3)
+    assert preset.model.seed == 3 and preset.train.seed == 3
+    assert "demo" in repr(preset)
