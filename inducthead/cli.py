@@ -21,6 +21,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--amp", action="store_true", default=None, help="bf16 autocast (CUDA)")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the model (hooks stay correct; backend default: inductor)",
+    )
+    p.add_argument("--cpu-threads", type=int, help="CPU threads, pinned (per torchrun process)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +73,9 @@ def _preset_and_config(args):
         ("batch_size", "batch_size"),
         ("lr", "lr"),
         ("device", "device"),
+        ("amp", "amp"),
+        ("compile", "compile"),
+        ("cpu_threads", "cpu_threads"),
     ):
         if getattr(args, arg) is not None:
             changes[name] = getattr(args, arg)
@@ -95,7 +108,10 @@ def _train(args, preset, train_cfg, resume: bool, overwrite: bool):
 def cmd_train(args) -> int:
     preset, train_cfg = _preset_and_config(args)
     run, seconds = _train(args, preset, train_cfg, args.resume, args.overwrite)
-    print(f"{run!r}\ntrained in {seconds:.1f} s; checkpoints in {args.out / 'checkpoints'}")
+    from inducthead.distributed import is_main_process  # torchrun: rank 0 reports
+
+    if is_main_process():
+        print(f"{run!r}\ntrained in {seconds:.1f} s; checkpoints in {args.out / 'checkpoints'}")
     return 0
 
 

@@ -31,7 +31,7 @@ from inducthead.config import HookedTransformerConfig
 RUN_FORMAT = "inducthead-run/1"
 RUN_JSON, METRICS, LOCK = "run.json", "metrics.jsonl", ".lock"
 # Fields a resumed run may change without changing what is being trained.
-_RESUMABLE_TRAIN_CHANGES = {"steps", "progress", "device", "log_every", "compile"}
+_RESUMABLE_TRAIN_CHANGES = {"steps", "progress", "device", "log_every", "compile", "cpu_threads"}
 
 
 class RunDirError(ValueError):

@@ -2,7 +2,16 @@
 
 The batch for step s is `task.sample(batch_size, seed=data_seed(seed, s))`, a pure function of
 the step, so a resumed run sees exactly the batches an uninterrupted one would; with the
-optimizer and RNG state restored from the checkpoint, resuming on the CPU is bitwise exact.
+optimizer and RNG state restored from the checkpoint, resuming on the CPU is bitwise exact. The
+same property lets data-parallel ranks take their slice of the global batch
+(`inducthead.distributed`, `torchrun ... -m inducthead train`) and `train_many` train K seeds as
+one batched computation (`inducthead.multiseed`).
+
+Speed: data is generated on the model's device, the loss is read back to the host only every
+`log_every` steps, attention takes `scaled_dot_product_attention` unless a hook needs the
+pattern, `amp` runs bf16 autocast on CUDA, `compile` runs the model through `torch.compile` with
+hook guards on (hooks added or removed after compilation recompile instead of going stale), and
+`cpu_threads` sets and pins the CPU threads.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -35,6 +45,10 @@ class TrainConfig:
     metrics.jsonl row (held-out loss, per-head prefix-matching and previous-token scores).
     Checkpoints: `n_checkpoints` log-spaced steps, or exactly `checkpoint_steps`. The loss is read
     back to the host (a device sync) only every `log_every` steps. `amp` = bf16 autocast (CUDA).
+    `compile`: False, True (torch.compile, inductor) or a torch.compile backend name ("inductor",
+    "aot_eager", ...); hooks stay correct (`compiled_forward`). `cpu_threads`: on the CPU, use
+    this many intra-op threads pinned to as many cores (per process under torchrun); None leaves
+    torch's default. `batch_size` is the global batch under torchrun (split across processes).
     """
 
     steps: int = 1000
@@ -49,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
-    compile: bool = False
+    compile: bool | str = False
     eval_every: int = 50
     eval_batch_size: int = 64
     n_checkpoints: int = 50
@@ -57,6 +71,7 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     head_scores: bool = True
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -90,6 +105,19 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.checkpoint_steps {bad} lie outside [0, steps={self.steps}]."
                 )
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise ValueError(
+                f"TrainConfig.compile must be True/False or a torch.compile backend name, got "
+                f"{self.compile!r}."
+            )
+        if self.cpu_threads is not None and (
+            isinstance(self.cpu_threads, bool)
+            or not isinstance(self.cpu_threads, int)
+            or self.cpu_threads < 1
+        ):
+            raise ValueError(
+                f"TrainConfig.cpu_threads must be None or an int >= 1, got {self.cpu_threads!r}."
+            )
         resolve_device(self.device)  # validates the name
 
     def lr_at(self, step: int) -> float:
@@ -152,11 +180,63 @@ def data_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
-def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy over the positions `batch.mask` keeps (no host sync)."""
+def masked_loss(
+    logits: torch.Tensor, batch: Batch, denominator: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean cross-entropy over the positions `batch.mask` keeps (no host sync). `denominator`
+    replaces the mask count (data-parallel ranks divide by the global batch's count)."""
     nll = F.cross_entropy(logits.flatten(0, 1).float(), batch.targets.flatten(), reduction="none")
     mask = batch.mask.flatten().float()
-    return (nll * mask).sum() / mask.sum().clamp(min=1)
+    count = mask.sum().clamp(min=1) if denominator is None else denominator
+    return (nll * mask).sum() / count
+
+
+def _hook_guards():
+    """torch.compile normally skips guards on module hooks (`skip_nnmodule_hook_guards`), so a
+    hook added after compilation would silently not run. Turn the guards on: a changed hook set
+    recompiles instead."""
+    config = torch._dynamo.config
+    if hasattr(config, "skip_nnmodule_hook_guards"):
+        return config.patch(skip_nnmodule_hook_guards=False)
+    return contextlib.nullcontext()
+
+
+def compiled_forward(module: torch.nn.Module, backend: bool | str = True):
+    """`torch.compile(module)` whose calls keep hooks correct: hooks registered before or after
+    compilation fire and can edit activations (a new hook set triggers a recompile), and the
+    attention fast path is re-chosen when a pattern hook appears. `backend`: True = inductor."""
+    backend = "inductor" if backend is True else backend
+    compiled = torch.compile(module, backend=backend)
+
+    def forward(*args, **kwargs):
+        with _hook_guards():
+            return compiled(*args, **kwargs)
+
+    forward.compiled = compiled
+    return forward
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None, device: torch.device, local_rank: int = 0):
+    """Use `n` intra-op threads pinned to `n` cores (cores [r·n, (r+1)·n) of this process's
+    allowed set for local rank r, so data-parallel ranks on one machine never share cores)."""
+    if n is None or device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    torch.set_num_threads(n)
+    if affinity is not None:
+        cores = sorted(affinity)
+        mine = cores[local_rank * n : (local_rank + 1) * n]
+        if len(mine) == n:  # fewer cores than asked: leave the affinity alone
+            os.sched_setaffinity(0, mine)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if affinity is not None:
+            os.sched_setaffinity(0, affinity)
 
 
 class _StopRequest:
@@ -222,42 +302,89 @@ def train(
     if not isinstance(task, Task):
         raise TypeError(f"train expects a task from inducthead.tasks, got {type(task).__name__}.")
     task.check_model(model.cfg)
-    device = resolve_device(cfg.device)
-    model.to(device)
-    run = rundir.Run.create(out_dir, model, task, cfg, resume=resume, overwrite=overwrite)
-    with run.lock():
-        return _train_loop(model, task, cfg, run, device, hooks or [])
+    from inducthead import distributed
+
+    ddp = distributed.from_env(cfg.device)
+    try:
+        device = ddp.device if ddp else resolve_device(cfg.device)
+        model.to(device)
+        with cpu_threads(cfg.cpu_threads, device, ddp.local_rank if ddp else 0):
+            if ddp is None:
+                run = rundir.Run.create(
+                    out_dir, model, task, cfg, resume=resume, overwrite=overwrite
+                )
+                with run.lock():
+                    return _train_loop(model, task, cfg, run, device, hooks or [])
+            return _train_ddp(
+                model, task, cfg, out_dir, device, hooks or [], ddp, resume, overwrite
+            )
+    finally:
+        if ddp is not None:
+            ddp.close()
 
 
-def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run:
+def _train_ddp(model, task, cfg, out_dir, device, hooks, ddp, resume, overwrite) -> rundir.Run:
+    """Rank 0 owns the run directory; other ranks follow its setup (or its error)."""
+    ddp.check_batch_size(cfg.batch_size)
+    with contextlib.ExitStack() as stack:
+        error, run = None, None
+        try:
+            run = rundir.Run.create(
+                out_dir if ddp.is_main else None,
+                model,
+                task,
+                cfg,
+                resume=resume and ddp.is_main,
+                overwrite=overwrite and ddp.is_main,
+            )
+            if ddp.is_main:
+                stack.enter_context(run.lock())
+        except Exception as e:  # tell the other ranks before raising
+            error = e
+        status = ddp.broadcast(None if error is None else f"{type(error).__name__}: {error}")
+        if error is not None:
+            raise error
+        if status is not None:
+            raise RuntimeError(f"rank 0 could not start the run: {status}")
+        return _train_loop(model, task, cfg, run, device, hooks, ddp=ddp)
+
+
+def _train_loop(model, task, cfg: TrainConfig, run, device, hooks, ddp=None) -> rundir.Run:
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
     )
-    start, extra = run.restore(model, optimizer) if run.resuming else (0, {})
+    main = ddp is None or ddp.is_main
+    start, extra = _restore(run, model, optimizer, ddp)
     schedule = set(cfg.checkpoints())
     amp = cfg.amp and device.type == "cuda"
-    forward = torch.compile(model) if cfg.compile else model
+    net = ddp.wrap(model) if ddp is not None else model
+    forward = compiled_forward(net, cfg.compile) if cfg.compile else net
     model.validate_tokens(task.sample(1, seed=data_seed(cfg.seed, start + 1), device=device).tokens)
     model.check_inputs = False  # batches come from the task, validated above: no per-step sync
     tokens_per_step = cfg.batch_size * task.seq_len
     t0 = time.perf_counter() - extra.get("elapsed_s", 0.0)
-    # Training loss summed since the last metrics row (saved in checkpoints: exact resume).
+    # Training loss summed since the last metrics row (saved in checkpoints: exact resume). Under
+    # DDP each rank adds its slice's share; the sum is all-reduced at every log step.
     window = torch.tensor(extra.get("window_loss", 0.0), device=device)
     window_n = int(extra.get("window_n", 0))
     last: dict[str, Any] = {}
 
-    def record(step: int) -> None:
+    def record(step: int, mean: float | None) -> None:
         nonlocal window_n
         row = {"step": step, "tokens": step * tokens_per_step, "lr": cfg.lr_at(max(step - 1, 0))}
-        row["train_loss"] = (window / window_n).item() if window_n else None
+        row["train_loss"] = mean
         window.zero_()
         window_n = 0
+        if not main:
+            return
         row.update(evaluate(model, task, cfg, device))
         row["elapsed_s"] = time.perf_counter() - t0
         last.update(row)
         run.log_metrics(row)
 
     def save(step: int) -> None:
+        if not main:
+            return
         state = {
             "elapsed_s": time.perf_counter() - t0,
             "window_loss": window.item(),
@@ -266,11 +393,17 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run
         run.save_checkpoint(model, optimizer, step, **state)
 
     model.train()
-    if start == 0:
-        record(0)
+    if start == 0 and not run.resuming:  # resumed at step 0: its row and checkpoint exist
+        record(0, None)
         if 0 in schedule:
             save(0)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not cfg.progress, desc="train", unit="step")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        disable=not (cfg.progress and main),
+        desc="train",
+        unit="step",
+    )
     step = start
     try:
         with _StopRequest() as stop, model.hooks(fwd_hooks=hooks):
@@ -278,8 +411,12 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr_at(step - 1)
                 batch = task.sample(cfg.batch_size, seed=data_seed(cfg.seed, step), device=device)
+                denominator = None
+                if ddp is not None:  # this rank's rows; scaled so DDP's mean is the global loss
+                    denominator = batch.mask.sum().clamp(min=1) / ddp.world_size
+                    batch = ddp.shard(batch)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = masked_loss(forward(batch.tokens), batch)
+                    loss = masked_loss(forward(batch.tokens), batch, denominator)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
@@ -288,7 +425,14 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run
                 window += loss.detach()
                 window_n += 1
                 due_eval = step % cfg.eval_every == 0 or step in schedule
-                if step % cfg.log_every == 0 or due_eval or stop.requested:
+                stopping = stop.requested
+                # Under DDP the ranks agree on stopping at log steps (a collective), never per step.
+                if step % cfg.log_every == 0 or due_eval or (stopping and ddp is None):
+                    if ddp is not None:
+                        flags = torch.stack([window, torch.tensor(float(stopping), device=device)])
+                        ddp.all_reduce_sum(flags)
+                        window.copy_(flags[0] / ddp.world_size)
+                        stopping = bool(flags[1] > 0)
                     mean = (window / window_n).item()  # the only host sync of a training step
                     if not math.isfinite(mean):
                         raise TrainingDiverged(
@@ -298,11 +442,13 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run
                         )
                     bar.set_postfix(_postfix(mean, last), refresh=False)
                     if due_eval:
-                        record(step)
+                        record(step, mean)
+                else:
+                    stopping = False  # DDP: wait for the next log step, where ranks agree
                 bar.update(1)
-                if step in schedule or stop.requested:
+                if step in schedule or stopping:
                     save(step)
-                if stop.requested:
+                if stopping:
                     raise KeyboardInterrupt(
                         f"training interrupted at step {step}; checkpoint saved"
                     )
@@ -311,6 +457,27 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks) -> rundir.Run
         model.check_inputs = True
     run.finish(model, step)
     return run
+
+
+def _restore(run, model, optimizer, ddp) -> tuple[int, dict[str, Any]]:
+    """Resume state: rank 0 (or the single process) restores from the run directory; the other
+    ranks load the same checkpoint file."""
+    if ddp is None:
+        return run.restore(model, optimizer) if run.resuming else (0, {})
+    found = None
+    if ddp.is_main and run.resuming:
+        step, extra = run.restore(model, optimizer)
+        found = (step, extra, str(run.checkpoint_path(step)))
+    found = ddp.broadcast(found)
+    if found is None:
+        return 0, {}
+    step, extra, path = found
+    if not ddp.is_main:
+        tensors, meta = ckpt.read_checkpoint(path)
+        model.load_state_dict(ckpt.model_state(tensors))
+        ckpt.restore_optimizer(optimizer, tensors, meta)
+        ckpt.restore_rng(tensors)
+    return step, extra
 
 
 def _postfix(loss: float, last: dict[str, Any]) -> dict[str, str]:
