@@ -1,0 +1,92 @@
+import json
+
+import pytest
+import torch
+from test_train import TASK, recipe, small_model
+
+import inducthead as ih
+from inducthead.multiseed import train_many
+from inducthead.rundir import RunDirError
+
+SEEDS = (0, 3, 7)
+
+
+def _rows(path):
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("elapsed_s")
+    return rows
+
+
+def _close(a, b, tol=1e-5):
+    """Recursive comparison of metrics rows (numbers to `tol`, everything else exactly)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _close(a[k], b[k], tol)
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _close(x, y, tol)
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert b == pytest.approx(a, abs=tol, rel=tol)
+    else:
+        assert a == b
+
+
+def test_train_many_equals_separate_train_calls(tmp_path):
+    # grad clipping bites here (per-model norms), with warmup, cosine decay and weight decay
+    cfg = recipe(steps=30, grad_clip=0.5, lr=1e-2)
+    model_cfg = small_model().cfg
+    runs = train_many(model_cfg, TASK, SEEDS, cfg, tmp_path / "many")
+    assert [r.path for r in runs] == [tmp_path / "many" / f"seed_{s}" for s in SEEDS]
+    for seed, run in zip(SEEDS, runs, strict=True):
+        alone = ih.train(small_model(seed), TASK, cfg.replace(seed=seed), tmp_path / f"one_{seed}")
+        # same run.json (apart from creation time and versions), same metrics, same checkpoints
+        a = json.loads((tmp_path / f"one_{seed}" / "run.json").read_text())
+        b = json.loads((run.path / "run.json").read_text())
+        for meta in (a, b):
+            meta.pop("created"), meta.pop("versions")
+        assert a == b
+        _close(_rows(tmp_path / f"one_{seed}"), _rows(run.path))
+        assert ih.Run(run.path).checkpoints == alone.checkpoints
+        for step in (1, 30):
+            mine, theirs = ih.load(run.path, step=step), ih.load(alone.path, step=step)
+            for (name, p), q in zip(
+                mine.state_dict().items(), theirs.state_dict().values(), strict=True
+            ):
+                torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-5, msg=name)
+        torch.testing.assert_close(run.model.W_Q, alone.model.W_Q, atol=1e-5, rtol=1e-5)
+    # the seeds really differ (a broadcasting bug would train K copies of one model)
+    assert not torch.allclose(runs[0].model.W_Q, runs[1].model.W_Q)
+
+
+def test_train_many_checkpoints_resume_with_train(tmp_path):
+    """A train_many checkpoint holds train()'s optimizer state: train(resume=True) continues it
+    exactly as an uninterrupted train() run."""
+    cfg = recipe(steps=12, schedule="constant", checkpoint_steps=(6,))
+    train_many(small_model().cfg, TASK, [2], cfg.replace(steps=6), tmp_path / "many")
+    resumed = ih.train(
+        small_model(2), TASK, cfg.replace(seed=2), tmp_path / "many" / "seed_2", resume=True
+    )
+    straight = ih.train(small_model(2), TASK, cfg.replace(seed=2))
+    torch.testing.assert_close(resumed.model.W_Q, straight.model.W_Q, atol=1e-5, rtol=1e-5)
+    # and train_many resumes its own runs
+    runs = train_many(
+        small_model().cfg, TASK, [2, 4], cfg.replace(steps=6), tmp_path / "pair", overwrite=True
+    )
+    runs = train_many(small_model().cfg, TASK, [2, 4], cfg, tmp_path / "pair", resume=True)
+    torch.testing.assert_close(runs[0].model.W_Q, straight.model.W_Q, atol=1e-5, rtol=1e-5)
+    assert runs[1].metrics.step.tolist() == straight.metrics.step.tolist()
+
+
+def test_train_many_refusals(tmp_path):
+    cfg = recipe(steps=3)
+    with pytest.raises(ValueError, match="distinct seeds"):
+        train_many(small_model().cfg, TASK, [1, 1], cfg)
+    train_many(small_model().cfg, TASK, [0], cfg, tmp_path)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        train_many(small_model().cfg, TASK, [0, 1], cfg, tmp_path)
+    assert not (tmp_path / "seed_1").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match="one distinct directory per seed"):
+        train_many(small_model().cfg, TASK, [0, 1], cfg, [tmp_path / "a"])
