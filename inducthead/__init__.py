@@ -7,6 +7,7 @@ from inducthead import configs, tasks
 from inducthead.config import HookedTransformerConfig
 from inducthead.interop import to_bridge
 from inducthead.model import HookedTransformer
+from inducthead.pickled import load_pickle
 from inducthead.rundir import Run, load
 from inducthead.train import TrainConfig, train
 
@@ -20,5 +21,6 @@ __all__ = [
     "train",
     "TrainConfig",
     "load",
+    "load_pickle",
     "Run",
 ]

@@ -1,9 +1,18 @@
 """Checkpoint files: safetensors (weights + optimizer + RNG), atomic writes, verified loads.
 
 A checkpoint is one `.safetensors` file; its metadata holds the step, the model config (so the
-file alone rebuilds the model), the optimizer's param groups and a SHA-256 of every tensor, which
-`read_checkpoint` verifies. Files are written to a temporary name in the same directory, fsynced
-and renamed, so a file under its final name is always complete. No pickle is ever read.
+file alone rebuilds the model), the optimizer's param groups, a SHA-256 of every tensor and a
+SHA-256 of the other metadata entries, which `read_checkpoint` verifies (format /1 files, written
+before the metadata hash existed, are checked on their tensors only). Files are written to a
+temporary name in the same directory, fsynced and renamed, so a file under its final name is
+always complete. No pickle is ever read here (`inducthead.pickled.load_pickle` is the explicit
+opt-in for `.pt` files).
+
+Test hook: when the environment variable INDUCTHEAD_TEST_SLOW_WRITE_S holds a number of seconds,
+`atomic_write_bytes` sleeps that long after writing half of the temporary file and again before
+the rename, so tests can kill a process in the middle of a checkpoint write
+(tests/test_reliability.py). Unset (the default), it is read and ignored; it never changes what is
+written.
 """
 
 from __future__ import annotations
@@ -11,19 +20,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-FORMAT = "inducthead-checkpoint/1"
+FORMAT = "inducthead-checkpoint/2"  # /2 adds meta_sha256, a hash over the other metadata
+READABLE_FORMATS = (FORMAT, "inducthead-checkpoint/1")
 CHECKPOINT_DIR = "checkpoints"
+SLOW_WRITE_ENV = "INDUCTHEAD_TEST_SLOW_WRITE_S"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+# `.{final name}.{pid}.{random}.tmp`: the temporary name `atomic_write_bytes` writes to.
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
 
 
 class CheckpointError(ValueError):
@@ -61,17 +76,40 @@ def tensor_digest(tensors: dict[str, Tensor]) -> str:
     return h.hexdigest()
 
 
+def meta_digest(meta: dict[str, str]) -> str:
+    """SHA-256 over every metadata entry except `meta_sha256` itself."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _test_write_delay() -> float:
+    """Seconds to pause inside a write (SLOW_WRITE_ENV; tests only, 0 when unset or invalid)."""
+    try:
+        return max(0.0, float(os.environ.get(SLOW_WRITE_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` is either the old file or the complete new one."""
     path = Path(path)
     # A unique name in the same directory (so the rename is atomic), created with the umask's
     # permissions like any other file the user writes.
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    delay = _test_write_delay()
     try:
         with open(tmp, "xb") as f:
-            f.write(data)
+            if delay:  # tests: leave a half-written temporary file visible for a while
+                f.write(data[: len(data) // 2])
+                f.flush()
+                time.sleep(delay)
+                f.write(data[len(data) // 2 :])
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if delay:
+            time.sleep(delay)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -88,6 +126,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def remove_stale_temp_files(directory: Path, names: re.Pattern | None = None) -> list[Path]:
+    """Delete temporary files that `atomic_write_bytes` left in `directory` when its process was
+    killed (their writer's PID is no longer alive); `names` restricts the final names considered.
+    Returns the files removed. Temporary files never carry a final name, so they are harmless;
+    this only reclaims their space."""
+    removed = []
+    if not Path(directory).is_dir():
+        return removed
+    for tmp in Path(directory).iterdir():
+        m = TEMP_NAME.match(tmp.name)
+        if not m or (names is not None and not names.fullmatch(m["name"])):
+            continue
+        if int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # exists, but belongs to another user
+    return True
 
 
 def pack_state(model, optimizer=None) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -125,6 +194,7 @@ def write_checkpoint(
         sha256=tensor_digest(tensors),
         extra=json.dumps(extra or {}),
     )
+    meta["meta_sha256"] = meta_digest(meta)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, st_save(tensors, metadata=meta))
@@ -134,35 +204,62 @@ def write_checkpoint(
 def read_checkpoint(
     path: Path | str, verify: bool = True
 ) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a checkpoint; CheckpointError naming the file if it is damaged."""
+    """Tensors and metadata of a checkpoint; CheckpointError naming the file if it is damaged.
+
+    Never unpickles: a pickle-based file (by suffix or by its first bytes) is refused."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
-    if path.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"):
+    if path.suffix.lower() in PICKLE_SUFFIXES:
         raise CheckpointError(
             f"{path} is a pickle-based file; inducthead reads only .safetensors checkpoints "
-            "(pickles can execute code). See inducthead.load_pickle for an explicit opt-in."
+            "(unpickling can execute code). If you trust it, load it explicitly with "
+            "inducthead.load_pickle(path, config, allow_pickle=True)."
         )
     data = path.read_bytes()
     try:
         tensors = st_load(data)
         meta = _metadata(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError, OSError) as e:
+    except Exception as e:  # any parse failure of untrusted bytes is "damaged", never a crash
+        if looks_like_pickle(data):
+            raise CheckpointError(
+                f"{path} is not a safetensors file: it looks like a pickle-based torch file, "
+                "which inducthead never unpickles implicitly. If you trust it, use "
+                "inducthead.load_pickle(path, config, allow_pickle=True)."
+            ) from None
         raise CheckpointError(f"checkpoint {path} is damaged or truncated ({e}).") from None
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{path} is not an inducthead checkpoint (format {meta.get('format')!r})."
         )
-    if verify and tensor_digest(tensors) != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {path} is corrupt: its content hash does not match.")
+    if verify:
+        if meta["format"] == FORMAT and "meta_sha256" not in meta:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its metadata hash is missing.")
+        if "meta_sha256" in meta and meta_digest(meta) != meta["meta_sha256"]:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its metadata hash does not match."
+            )
+        if tensor_digest(tensors) != meta.get("sha256"):
+            raise CheckpointError(f"checkpoint {path} is corrupt: its content hash does not match.")
     return tensors, meta
+
+
+def looks_like_pickle(data: bytes) -> bool:
+    """True for the first bytes of a torch zip archive or a raw pickle (protocol 2 to 5)."""
+    return data[:4] == b"PK\x03\x04" or (
+        len(data) > 2 and data[0] == 0x80 and 2 <= data[1] <= 5 and data[2] != 0
+    )
 
 
 def _metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     if n <= 0 or 8 + n > len(data):
         raise ValueError("bad header length")
-    return json.loads(data[8 : 8 + n]).get("__metadata__", {}) or {}
+    header = json.loads(data[8 : 8 + n])
+    meta = header.get("__metadata__", {}) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError("metadata is not a string map")
+    return meta
 
 
 def model_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

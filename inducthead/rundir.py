@@ -5,8 +5,14 @@ run/
   run.json              model, task and train configs, seed, versions, status
   metrics.jsonl         one JSON line per evaluation
   checkpoints/step_00000128.safetensors
-  .lock                 PID of the process training into this directory
+  .lock                 PID@host of the process training into this directory
 ```
+
+Every path below a run directory is built with `paths.safe_child`, so no name (and no symbolic
+link planted in the directory) makes inducthead write outside it. The lock is an OS file lock
+(`flock`) on `.lock` plus the owner's PID@host written in it: a second process is refused while
+the owner lives, and the kernel releases the lock when the owner dies (even by kill -9), so a
+stale lock is taken over without races. On filesystems without `flock` the PID alone decides.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import warnings
@@ -27,11 +34,19 @@ import torch
 
 from inducthead import checkpoint as ckpt
 from inducthead.config import HookedTransformerConfig
+from inducthead.paths import safe_child
+
+try:
+    import fcntl
+except ImportError:  # Windows: the PID in the lock file alone decides
+    fcntl = None
 
 RUN_FORMAT = "inducthead-run/1"
 RUN_JSON, METRICS, LOCK = "run.json", "metrics.jsonl", ".lock"
 # Fields a resumed run may change without changing what is being trained.
 _RESUMABLE_TRAIN_CHANGES = {"steps", "progress", "device", "log_every", "compile", "cpu_threads"}
+# Final names whose leftover temporary files (from a killed writer) a new owner may delete.
+_OWN_FILES = re.compile(r"step_\d+\.safetensors|run\.json|metrics\.jsonl")
 
 
 class RunDirError(ValueError):
@@ -64,13 +79,95 @@ def versions() -> dict[str, str]:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    return ckpt.pid_alive(pid)
+
+
+def _only_leftovers(path: Path) -> bool:
+    """True if `path` holds nothing but what a run killed before writing run.json leaves: a lock
+    file, an empty checkpoints/ and temporary files."""
+    for entry in path.iterdir():
+        if entry.name == LOCK or ckpt.TEMP_NAME.match(entry.name):
+            continue
+        if (
+            entry.name == ckpt.CHECKPOINT_DIR
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and all(ckpt.TEMP_NAME.match(e.name) for e in entry.iterdir())
+        ):
+            continue
         return False
-    except PermissionError:
-        return True
     return True
+
+
+def _lock_owner(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 256).decode(errors="replace").strip()
+
+
+def _flock(fd: int) -> bool | None:
+    """Try to take the OS lock: True taken, False held by another process, None unsupported."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # ENOLCK, EOPNOTSUPP, ...: this filesystem has no flock
+        return None
+    return True
+
+
+def _owner_alive(owner: str) -> bool:
+    """Whether the `PID@host` written in a lock file may still be running (unknown host: yes)."""
+    pid, _, host = owner.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    return int(pid) != os.getpid() and _pid_alive(int(pid))
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def acquire_lock(lock: Path, what: Path) -> int:
+    """Take the lock file `lock` of directory `what`; returns its open descriptor (close it to
+    release, after `release_lock`). Raises RunDirError naming the owner if it is held."""
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(20):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot create the lock file {lock} ({e}).") from None
+        taken = _flock(fd)
+        if taken is not False and not _same_file(fd, lock):
+            os.close(fd)  # the file was replaced or removed between open and flock: retry
+            continue
+        owner = _lock_owner(fd)
+        if taken is False or (owner and owner != me and _owner_alive(owner)):
+            os.close(fd)
+            raise RunDirError(
+                f"{what} is locked by process {owner or '(starting)'}, which is still training "
+                f"into it. Wait for it, or delete {lock} if you are sure it has stopped."
+            )
+        # Ours: nobody holds the OS lock and any PID written in the file is dead (stale lock).
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, me.encode())
+        return fd
+    raise RunDirError(f"could not take the lock {lock}: it keeps changing under us.")
+
+
+def release_lock(lock: Path, fd: int) -> None:
+    """Remove the lock file if it is still ours, then drop the OS lock."""
+    try:
+        if _same_file(fd, lock):
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
 
 
 class Run:
@@ -128,7 +225,7 @@ class Run:
                 f"{run.path} already holds a run; pass resume=True (CLI --resume) to continue it "
                 "or overwrite=True (CLI --overwrite) to replace it."
             )
-        elif run.path.is_dir() and any(run.path.iterdir()) and not existing.is_file():
+        elif run.path.is_dir() and not existing.is_file() and not _only_leftovers(run.path):
             raise RunDirError(
                 f"{run.path} exists, is not empty and is not a run directory; choose a new or "
                 "empty directory (nothing in it was touched)."
@@ -142,41 +239,39 @@ class Run:
             yield self
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = self.path / LOCK
-        me = f"{os.getpid()}@{socket.gethostname()}"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-                break
-            except FileExistsError:
-                owner = lock.read_text().strip() if lock.exists() else ""
-                pid, _, host = owner.partition("@")
-                stale = host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
-                if not stale and owner:
-                    raise RunDirError(
-                        f"{self.path} is locked by process {owner}, which is still training into "
-                        f"it. Wait for it, or delete {lock} if you are sure it has stopped."
-                    ) from None
-                lock.unlink(missing_ok=True)  # stale lock of a dead process: take it over
-        else:
-            raise RunDirError(f"could not take the lock {lock}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
+        lock = self._child(LOCK)
+        fd = acquire_lock(lock, self.path)
         try:
             self._prepare()
             yield self
         finally:
-            lock.unlink(missing_ok=True)
+            release_lock(lock, fd)
+
+    def _child(self, *names: str) -> Path:
+        return safe_child(self.path, *names, what="run directory entry")
+
+    def output_path(self, *names: str) -> Path:
+        """A path inside this run directory for an output (report, figure, sweep cell), creating
+        its parent folders. Names must be plain file names: `..`, absolute paths, separators
+        and symbolic links leading outside the run directory are refused (ValueError)."""
+        if self.path is None:
+            raise RunDirError("this run was trained in memory (out_dir=None): it has no directory.")
+        path = safe_child(self.path, *names, what="output name")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _prepare(self) -> None:
+        checkpoints = self._child(ckpt.CHECKPOINT_DIR)
         if getattr(self, "_overwrite", False):
-            for old in (self.path / ckpt.CHECKPOINT_DIR).glob("step_*.safetensors"):
-                old.unlink()
-            (self.path / METRICS).unlink(missing_ok=True)
-        (self.path / ckpt.CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(self.path / RUN_JSON, json.dumps(self.meta, indent=2))
+            for old in checkpoints.glob("step_*.safetensors"):
+                self._child(ckpt.CHECKPOINT_DIR, old.name).unlink()
+            self._child(METRICS).unlink(missing_ok=True)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        for folder in (self.path, checkpoints):  # temporary files of killed writers
+            ckpt.remove_stale_temp_files(folder, _OWN_FILES)
+        ckpt.atomic_write_text(self._child(RUN_JSON), json.dumps(self.meta, indent=2))
         if not self.resuming:
-            (self.path / METRICS).unlink(missing_ok=True)
+            self._child(METRICS).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ used by the trainer
     def restore(self, model, optimizer) -> tuple[int, dict[str, Any]]:
@@ -199,7 +294,7 @@ class Run:
             ckpt.restore_rng(tensors)
             rows = [r for r in self._read_metrics() if r["step"] <= step]
             lines = "".join(json.dumps(r) + "\n" for r in rows)
-            ckpt.atomic_write_text(self.path / METRICS, lines)
+            ckpt.atomic_write_text(self._child(METRICS), lines)
             return step, json.loads(meta.get("extra", "{}"))
         raise RunDirError(f"{self.path}: no intact checkpoint to resume from.")
 
@@ -207,20 +302,20 @@ class Run:
         if self.path is None:
             self._rows.append(row)
             return
-        with open(self.path / METRICS, "a") as f:
+        with open(self._child(METRICS), "a") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()
 
     def save_checkpoint(self, model, optimizer, step: int, **trainer_state: Any) -> None:
         if self.path is not None:
-            path = self.path / ckpt.CHECKPOINT_DIR / ckpt.checkpoint_name(step)
+            path = self.checkpoint_path(step)
             ckpt.write_checkpoint(path, model, optimizer, step, extra=trainer_state)
 
     def finish(self, model, step: int) -> None:
         self.model = model
         self.meta.update(status="finished", final_step=step)
         if self.path is not None:
-            ckpt.atomic_write_text(self.path / RUN_JSON, json.dumps(self.meta, indent=2))
+            ckpt.atomic_write_text(self._child(RUN_JSON), json.dumps(self.meta, indent=2))
 
     def describe_last_checkpoint(self) -> str:
         steps = self.checkpoints if self.path is not None else []
@@ -236,7 +331,7 @@ class Run:
         return sorted(int(f.stem.split("_")[1]) for f in files if f.stem.split("_")[1].isdigit())
 
     def checkpoint_path(self, step: int) -> Path:
-        return self.path / ckpt.CHECKPOINT_DIR / ckpt.checkpoint_name(step)
+        return self._child(ckpt.CHECKPOINT_DIR, ckpt.checkpoint_name(int(step)))
 
     @property
     def damaged(self) -> list[tuple[int, str]]:
@@ -365,12 +460,47 @@ def load_checkpoint(path: str | Path, device: str | None = None):
     return model.to(device) if device else model
 
 
-def load(path: str | Path, step: int | None = None, device: str | None = None):
+def load(
+    path: str | Path,
+    step: int | None = None,
+    device: str | None = None,
+    *,
+    allow_pickle: bool = False,
+    config=None,
+):
     """Load a model from a run directory (newest intact checkpoint, or `step`) or a checkpoint
-    file. Only safetensors files are read; pickles are refused."""
+    file. Only safetensors files are read unless `allow_pickle=True` is given for a pickle-based
+    `.pt`/`.pth` file (e.g. a TransformerLens 3 state dict), which is then read with
+    `torch.load(weights_only=True)` by `inducthead.load_pickle` (`config` gives its architecture).
+    """
     path = Path(path)
     if path.is_dir():
+        if allow_pickle or config is not None:
+            raise ValueError(
+                f"allow_pickle= and config= apply to single pickle-based files; {path} is a run "
+                "directory, whose checkpoints are safetensors."
+            )
         return Run(path).load(step, device)
     if step is not None:
         raise ValueError(f"step= applies to run directories; {path} is a single checkpoint file.")
+    if allow_pickle and _is_pickle_file(path):
+        from inducthead.pickled import load_pickle
+
+        return load_pickle(path, config, allow_pickle=True, device=device)
+    if config is not None:
+        raise ValueError(
+            "config= applies only to pickle-based files loaded with allow_pickle=True; "
+            f"{path} is read as a safetensors checkpoint, which records its own config."
+        )
     return load_checkpoint(path, device)
+
+
+def _is_pickle_file(path: Path) -> bool:
+    if path.suffix.lower() in ckpt.PICKLE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return False
+    return ckpt.looks_like_pickle(head) and path.suffix.lower() != ".safetensors"
