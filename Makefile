@@ -43,8 +43,9 @@ lint:
 format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
+# every benchmarks/*.py script (benchmarks/run_all.py); BENCH="a b" runs only those
 bench: setup
-	$(BIN)/python benchmarks/demo_emergence.py
+	$(BIN)/python benchmarks/run_all.py $(if $(BENCH),--only $(BENCH))
 
 assets: setup
 	$(BIN)/python assets/build.py

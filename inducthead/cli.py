@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (runs/demo)")
     _add_train_args(p)
     p.set_defaults(func=cmd_demo)
+    from inducthead.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
