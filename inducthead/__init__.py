@@ -5,8 +5,10 @@ Data flows one way: config -> model -> train -> run dir -> detect / dynamics -> 
 
 from inducthead import configs, tasks
 from inducthead.config import HookedTransformerConfig
+from inducthead.detect import DetectionReport, Thresholds, detect
 from inducthead.interop import to_bridge
 from inducthead.model import HookedTransformer
+from inducthead.pretrained import load_pretrained
 from inducthead.pickled import load_pickle
 from inducthead.rundir import Run, load
 from inducthead.train import TrainConfig, train
@@ -23,4 +25,8 @@ __all__ = [
     "load",
     "load_pickle",
     "Run",
+    "detect",
+    "DetectionReport",
+    "Thresholds",
+    "load_pretrained",
 ]

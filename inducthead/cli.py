@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="show one preset in full")
     p.set_defaults(func=cmd_configs)
 
+    p = sub.add_parser(
+        "detect", help="find induction heads in a run, checkpoint or pretrained model"
+    )
+    p.add_argument("target", nargs="?", type=Path, help="run directory or checkpoint file")
+    p.add_argument("--pretrained", metavar="NAME_OR_PATH", help="Hugging Face name or directory")
+    p.add_argument("--step", type=int, help="checkpoint step of a run directory (default: newest)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    p.add_argument("--period", type=int, default=25, help="probe period (default 25)")
+    p.add_argument(
+        "--samples", type=int, default=10, help="probe sequences per period (default 10)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_detect)
+
     p = sub.add_parser("demo", help="train the demo model and show its induction head (CPU, ~30 s)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (runs/demo)")
     _add_train_args(p)
@@ -133,6 +148,38 @@ def cmd_configs(args) -> int:
         f"  model: {preset.model.to_dict()}\n  task: {preset.task}\n"
         f"  train: {preset.train.to_dict()}"
     )
+    return 0
+
+
+def load_target(args):
+    """The model named by a command's TARGET / --pretrained / --step arguments."""
+    if (args.target is None) == (args.pretrained is None):
+        raise ValueError(
+            "give either a run directory / checkpoint file or --pretrained NAME_OR_PATH."
+        )
+    if args.pretrained is not None:
+        from inducthead.pretrained import load_pretrained
+
+        return load_pretrained(args.pretrained, device=args.device)
+    from inducthead import load
+
+    if not args.target.exists():
+        raise FileNotFoundError(f"{args.target} does not exist.")
+    return load(args.target, step=args.step, device=args.device)
+
+
+def cmd_detect(args) -> int:
+    from inducthead.detect import detect
+
+    report = detect(load_target(args), period=args.period, n_samples=args.samples, seed=args.seed)
+    print(report.table())
+    print()
+    print("\n".join(report.summary_lines()))
+    for note in report.warnings:
+        print(f"note: {note}")
+    if args.json is not None:
+        report.to_json(args.json)
+        print(f"report written to {args.json}")
     return 0
 
 

@@ -15,55 +15,46 @@ DEMO_BAR = 0.5
 
 
 def held_out_scores(model, task: RepeatedTokens, n_samples: int = 10) -> dict[int, torch.Tensor]:
-    """Prefix-matching `[n_layers, n_heads]` at each held-out period (as many repeats as fit)."""
+    """Prefix matching `[n_layers, n_heads]` at each held-out period (as many repeats as fit)."""
     cfg, out = model.cfg, {}
-    bos = cfg.bos_token_id is not None
     for period in task.held_out_periods:
-        repeats = scores.probe_fit(cfg.n_ctx, period, 4, bos)
-        if repeats < 2:
-            continue
-        tokens = scores.repeated_probe(
-            cfg.d_vocab,
-            period,
-            repeats,
-            n_samples,
-            cfg.bos_token_id,
-            seed=1,
-            device=model.W_E.device,
-        )
-        pattern = scores.patterns(model, tokens)
-        out[period] = scores.prefix_matching_from_patterns(pattern, period, repeats, bos)
+        repeats = scores.probe_fit(cfg.n_ctx, period, 4, cfg.bos_token_id is not None)
+        if repeats >= 2:
+            out[period] = scores.prefix_matching_score(model, period, repeats, n_samples, seed=1)
     return out
 
 
 def summary(model, task: RepeatedTokens, seconds: float, out_dir: Path | None = None) -> str:
-    """A per-head table and the verdict, as printed by `inducthead demo`."""
+    """A per-head table and the verdicts, as printed by `inducthead demo`."""
+    from inducthead.detect import detect
+
     pm = held_out_scores(model, task)
-    prev = scores.previous_token_score(model)
+    report = detect(model)
+    prev = report.scores["previous_token"]
     cfg = model.cfg
     periods = list(pm)
     lines = [
         f"trained {cfg.model_name!r} in {seconds:.1f} s" + (f" -> {out_dir}" if out_dir else ""),
         "",
-        "prefix matching on held-out periods (never trained on) and previous-token attention:",
-        "head  " + "".join(f"  p={p:<4}" for p in periods) + "  prev-token",
+        "prefix matching on held-out periods (never trained on), copying and previous-token:",
+        "head  " + "".join(f"  p={p:<4}" for p in periods) + "  copying  prev-token",
     ]
     for l in range(cfg.n_layers):
         for h in range(cfg.n_heads):
             cells = "".join(f"  {pm[p][l, h].item():6.3f}" for p in periods)
-            lines.append(f"L{l}H{h}  {cells}  {prev[l, h].item():9.3f}")
+            copy = report.scores["copying_empirical"][l, h].item()
+            lines.append(f"L{l}H{h}  {cells}  {copy:7.3f}  {prev[l, h].item():9.3f}")
     worst_pm = torch.stack([pm[p] for p in periods]).min(0).values
-    induction = [
+    held_out = [
         f"L{l}H{h}"
         for l in range(1, cfg.n_layers)
         for h in range(cfg.n_heads)
         if worst_pm[l, h] >= DEMO_BAR
     ]
-    previous = [f"L0H{h}" for h in range(cfg.n_heads) if prev[0, h] >= DEMO_BAR]
     lines += [
         "",
-        f"induction heads (prefix matching >= {DEMO_BAR} at every held-out period): "
-        + (", ".join(induction) or "none"),
-        f"layer-0 previous-token heads (>= {DEMO_BAR}): " + (", ".join(previous) or "none"),
+        f"prefix matching >= {DEMO_BAR} at every held-out period: {', '.join(held_out) or 'none'}",
+        "inducthead.detect:",
+        *(f"  {line}" for line in report.summary_lines()[:4]),
     ]
     return "\n".join(lines)

@@ -22,14 +22,15 @@ def _rotary_to_adjacent(dim: int, d_head: int) -> Tensor:
     )
 
 
-def to_bridge(model: HookedTransformer):
+def to_bridge(model: HookedTransformer, tokenizer=None):
     """A TransformerLens 4 `TransformerBridge` (`boot_native`) computing the same function.
 
     Logits and every `blocks.{l}.attn.hook_pattern` match ours (tested to 1e-5), so TL's patching,
     head detection and ActivationCache tools apply. Shortformer, relative and ALiBi positions have
     no TransformerBridge equivalent and raise ValueError. For rotary models with TL's default
     (i, i + d/2) pairing, W_Q/W_K features are reordered to the bridge's adjacent pairing: patterns
-    and logits agree, `hook_q`/`hook_k` features are permuted.
+    and logits agree, `hook_q`/`hook_k` features are permuted. `tokenizer` (optional) is attached
+    to the bridge, for TL tools that take text.
     """
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
 
@@ -63,7 +64,7 @@ def to_bridge(model: HookedTransformer):
         rotary_base=cfg.rotary_base,
         seed=0,
     )
-    bridge = TransformerBridge.boot_native(bridge_cfg, device=model.device)
+    bridge = TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer, device=model.device)
     state = _bridge_state_dict(model)
     missing, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected or missing:  # a TL change we don't know about: fail loudly, never half-load.
@@ -128,3 +129,76 @@ def _norm_state(prefix: str, norm) -> dict[str, Tensor]:
     if getattr(norm, "b", None) is not None:
         out[prefix + ".bias"] = norm.b
     return out
+
+
+def from_hf_gpt2(model_or_path, device: str | None = None) -> HookedTransformer:
+    """Our `HookedTransformer` holding a Hugging Face GPT-2's weights (a `GPT2LMHeadModel` or a
+    local directory): same logits, our fast attention path and TL hook names. Useful to run
+    inducthead's tools on GPT-2-family checkpoints without the bridge's per-hook overhead."""
+    from inducthead.config import HookedTransformerConfig
+
+    hf = model_or_path
+    if not hasattr(hf, "state_dict"):
+        from transformers import GPT2LMHeadModel
+
+        hf = GPT2LMHeadModel.from_pretrained(str(model_or_path))
+    c = hf.config
+    if c.model_type != "gpt2":
+        raise ValueError(f"from_hf_gpt2 converts GPT-2 models, got model_type={c.model_type!r}.")
+    if c.activation_function not in ("gelu_new", "gelu", "relu"):
+        raise ValueError(f"unsupported GPT-2 activation {c.activation_function!r}.")
+    if getattr(c, "scale_attn_by_inverse_layer_idx", False) or getattr(
+        c, "reorder_and_upcast_attn", False
+    ):
+        raise ValueError("GPT-2 variants with per-layer attention scaling are not supported.")
+    d, h = c.n_embd, c.n_head
+    cfg = HookedTransformerConfig(
+        n_layers=c.n_layer,
+        d_model=d,
+        n_heads=h,
+        d_head=d // h,
+        d_vocab=c.vocab_size,
+        n_ctx=c.n_positions,
+        d_mlp=c.n_inner or 4 * d,
+        act_fn=c.activation_function,
+        normalization_type="LN",
+        eps=c.layer_norm_epsilon,
+        use_attn_scale=c.scale_attn_weights,
+        bos_token_id=c.bos_token_id
+        if c.bos_token_id is not None and c.bos_token_id < c.vocab_size
+        else None,
+        init_weights=False,
+        model_name=getattr(c, "_name_or_path", "gpt2") or "gpt2",
+    )
+    sd = {k.removeprefix("transformer."): v for k, v in hf.state_dict().items()}
+    ours: dict[str, Tensor] = {
+        "embed.W_E": sd["wte.weight"],
+        "pos_embed.W_pos": sd["wpe.weight"],
+        "ln_final.w": sd["ln_f.weight"],
+        "ln_final.b": sd["ln_f.bias"],
+        "unembed.W_U": sd.get("lm_head.weight", sd["wte.weight"]).T,
+        "unembed.b_U": torch.zeros(c.vocab_size),
+    }
+    for l in range(c.n_layer):
+        p, q = f"h.{l}.", f"blocks.{l}."
+        W_qkv, b_qkv = sd[p + "attn.c_attn.weight"], sd[p + "attn.c_attn.bias"]
+        for i, name in enumerate("QKV"):
+            ours[q + f"attn.W_{name}"] = einops.rearrange(
+                W_qkv[:, i * d : (i + 1) * d], "m (h e) -> h m e", h=h
+            )
+            ours[q + f"attn.b_{name}"] = b_qkv[i * d : (i + 1) * d].reshape(h, d // h)
+        ours[q + "attn.W_O"] = einops.rearrange(
+            sd[p + "attn.c_proj.weight"], "(h e) m -> h e m", h=h
+        )
+        ours[q + "attn.b_O"] = sd[p + "attn.c_proj.bias"]
+        for ln, src in (("ln1", "ln_1"), ("ln2", "ln_2")):
+            ours[q + f"{ln}.w"] = sd[p + f"{src}.weight"]
+            ours[q + f"{ln}.b"] = sd[p + f"{src}.bias"]
+        ours[q + "mlp.W_in"] = sd[p + "mlp.c_fc.weight"]
+        ours[q + "mlp.b_in"] = sd[p + "mlp.c_fc.bias"]
+        ours[q + "mlp.W_out"] = sd[p + "mlp.c_proj.weight"]
+        ours[q + "mlp.b_out"] = sd[p + "mlp.c_proj.bias"]
+    model = HookedTransformer(cfg)
+    model.load_state_dict({k: v.detach().clone().contiguous() for k, v in ours.items()})
+    model.eval()
+    return model.to(device) if device else model

@@ -1,137 +1,441 @@
-"""Head scores from attention patterns on synthetic repeated-token probes (no tokenizer needed).
+"""Per-head scores, tokenizer-free: each returns a `[n_layers, n_heads]` tensor.
 
-Every function returns a `[n_layers, n_heads]` tensor. Definitions follow shared/DESIGN.md
-("Metric definitions") and cite their papers.
+Attention scores are computed on synthetic probes (token ids only, optional BOS) from the
+attention patterns of one batched forward pass that caches nothing but the hooks it needs.
+Targets are derived from the tokens themselves, so every score also works on user-supplied
+sequences: the induction target of query q is every key k right after an earlier occurrence of
+q's token (k - 1 < q, tokens[k - 1] == tokens[q]). Definitions: shared/DESIGN.md.
 """
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+from typing import Literal
+
 import torch
 from torch import Tensor
+from transformer_lens import FactoredMatrix
 
+from inducthead.adapters import ModelAdapter
 from inducthead.tasks.base import generator
 
-PATTERN_HOOK = "blocks.{}.attn.hook_pattern"
+# ----------------------------------------------------------------------------- probes
+
+
+def probe_exclusions(token_frequencies: Tensor, fraction: float = 0.1) -> Tensor:
+    """Ids of the `fraction` most and `fraction` least frequent tokens, which Olsson et al. 2022
+    leave out of prefix-matching probes (the fraction is ours: the paper gives none)."""
+    freq = torch.as_tensor(token_frequencies, dtype=torch.float)
+    k = int(len(freq) * fraction)
+    order = freq.argsort()
+    return torch.cat([order[:k], order[len(freq) - k :]]) if k else order[:0]
 
 
 def repeated_probe(
     d_vocab: int,
     period: int = 25,
-    repeats: int = 4,
+    repeats: float = 4,
     n_samples: int = 10,
     bos_token_id: int | None = None,
     seed: int = 0,
     device="cpu",
     exclude: Tensor | None = None,
+    length: int | None = None,
 ) -> Tensor:
-    """`[n_samples, (bos) + period * repeats]` probe: a random segment of `period` distinct tokens
-    repeated `repeats` times (Olsson et al. 2022, "prefix matching"). Distinct tokens inside a
-    period make the induction target unambiguous. `exclude`: token ids never drawn (BOS, and
-    optionally the most and least frequent tokens, as Olsson does)."""
+    """`[n_samples, (BOS) + length]` probe: `period` random tokens drawn without replacement (so
+    the induction target is unambiguous), repeated to `length` tokens (default period·repeats;
+    the last repeat may be partial). `exclude`: ids never drawn (BOS always is)."""
     banned = torch.zeros(d_vocab, dtype=torch.bool, device=device)
     if bos_token_id is not None:
         banned[bos_token_id] = True
-    if exclude is not None:
-        banned[exclude.to(device)] = True
+    if exclude is not None and len(exclude):
+        banned[torch.as_tensor(exclude, device=device).long()] = True
     allowed = (~banned).nonzero().squeeze(-1)
     if len(allowed) < period:
         raise ValueError(
-            f"a probe of period {period} needs {period} distinct tokens, but only {len(allowed)} "
-            f"of d_vocab={d_vocab} are allowed; lower the period."
+            f"a probe of period {period} needs {period} distinct tokens drawn without replacement, "
+            f"but only {len(allowed)} of d_vocab={d_vocab} are allowed; lower the period."
         )
     g = generator(seed, device)
     order = torch.rand(n_samples, len(allowed), generator=g, device=device).argsort(-1)
     segment = allowed[order[:, :period]]
-    tokens = segment.repeat(1, repeats)
+    length = length if length is not None else int(period * repeats)
+    tokens = segment[:, torch.arange(length, device=device) % period]
     if bos_token_id is not None:
         tokens = torch.cat([torch.full_like(tokens[:, :1], bos_token_id), tokens], dim=1)
     return tokens
 
 
-def prefix_matching_targets(period: int, repeats: int, bos: bool) -> tuple[Tensor, Tensor]:
-    """For the probe above: `targets[q, k]` is True where key k is right AFTER an earlier copy of
-    the query's token; `rows[q]` marks eligible queries (repeats 2 and later)."""
-    start = int(bos)
-    n = start + period * repeats
-    q = torch.arange(n)[:, None]
-    k = torch.arange(n)[None, :]
-    gap = q - k + 1  # key k = q - m·period + 1 for some m >= 1
-    targets = (q >= start + period) & (k >= start + 1) & (k <= q) & (gap % period == 0) & (gap > 0)
-    return targets, targets.any(-1)
+def induction_targets(tokens: Tensor) -> Tensor:
+    """`[batch, q, k]`: key k is right after an earlier occurrence of query q's token."""
+    same = tokens[:, :, None] == tokens[:, None, :]  # [b, q, j]: tokens[q] == tokens[j]
+    n = tokens.shape[1]
+    q = torch.arange(n, device=tokens.device)[:, None]
+    k = torch.arange(n, device=tokens.device)[None, :]
+    shifted = torch.zeros_like(same)
+    shifted[:, :, 1:] = same[:, :, :-1]  # k ↔ j = k - 1
+    return shifted & (k - 1 < q) & (k >= 1)
 
 
-def patterns(model, tokens: Tensor) -> Tensor:
-    """Attention patterns of every layer, `[n_layers, batch, n_heads, q, k]`, caching only them."""
-    n_layers = model.cfg.n_layers
-    names = [PATTERN_HOOK.format(l) for l in range(n_layers)]
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=names, return_type=None)
-    return torch.stack([cache[name] for name in names]).float()
+def duplicate_targets(tokens: Tensor) -> Tensor:
+    """`[batch, q, k]`: key k < q holds the same token as query q."""
+    same = tokens[:, :, None] == tokens[:, None, :]
+    return same & torch.ones_like(same[0]).tril(-1)
 
 
-def prefix_matching_from_patterns(pattern: Tensor, period: int, repeats: int, bos: bool) -> Tensor:
-    """Mean over eligible queries of the attention mass on the tokens right after earlier copies
-    of the query's token; a perfect induction head scores 1.0 (Olsson et al. 2022, section 2)."""
-    targets, rows = prefix_matching_targets(period, repeats, bos)
-    targets, rows = targets.to(pattern.device), rows.to(pattern.device)
-    mass = (pattern * targets).sum(-1)  # [layers, batch, heads, q]
-    return mass[..., rows].mean(dim=(1, 3))
+def target_mass(pattern: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-head sum over (batch, eligible query) of the attention mass on `targets`, and the
+    number of eligible rows (rows with at least one target). `pattern`: `[batch, head, q, k]`."""
+    rows = targets.any(-1)  # [b, q]
+    mass = torch.einsum("bhqk,bqk->bhq", pattern, targets.to(pattern.dtype))
+    return (mass * rows[:, None]).sum((0, 2)), rows.sum()
 
 
-def previous_token_from_patterns(pattern: Tensor, bos: bool) -> Tensor:
-    """Mean attention from each query to the token just before it, A[i, i-1], over queries after
-    the first content token (Olsson et al. 2022; Elhage et al. 2021)."""
-    diag = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)  # [layers, batch, heads, q - 1]
-    return diag[..., int(bos) :].mean(dim=(1, 3))
+def previous_mass(pattern: Tensor, first_query: int = 1) -> tuple[Tensor, Tensor]:
+    """Per-head sum of A[i, i-1] over queries i >= first_query, and the number of rows."""
+    diag = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)[..., first_query - 1 :]
+    return diag.sum((0, 2)), torch.tensor(diag.shape[0] * diag.shape[2])
+
+
+# ----------------------------------------------------------------------------- attention scores
+
+
+def _layer_patterns(adapter: ModelAdapter, tokens: Tensor, batch_size: int | None):
+    names = [adapter.pattern_hook(l) for l in range(adapter.n_layers)]
+    cache = adapter.run(tokens, names, batch_size)
+    return [cache[n].float() for n in names]
+
+
+def _row_mean(adapter, tokens, targets_fn, batch_size) -> Tensor:
+    targets = targets_fn(tokens.to(adapter.device))
+    rows = []
+    for pattern in _layer_patterns(adapter, tokens, batch_size):
+        total, count = target_mass(pattern, targets)
+        rows.append(total / count.clamp(min=1))
+    return torch.stack(rows)
+
+
+def _probe(adapter, period, repeats, n_samples, seed, exclude=None) -> Tensor:
+    return repeated_probe(
+        adapter.d_vocab,
+        period,
+        repeats,
+        n_samples,
+        adapter.bos_token_id,
+        seed,
+        adapter.device,
+        exclude=exclude,
+    )
 
 
 def prefix_matching_score(
-    model, period: int = 25, repeats: int = 4, n_samples: int = 10, seed: int = 0
+    model,
+    period: int = 25,
+    repeats: int = 4,
+    n_samples: int = 10,
+    seed: int = 0,
+    token_frequencies: Tensor | None = None,
+    tokens: Tensor | None = None,
+    batch_size: int | None = None,
 ) -> Tensor:
-    """Olsson et al. 2022's prefix-matching score per head, `[n_layers, n_heads]`, on
-    [BOS] + `period` random distinct tokens × `repeats`."""
-    bos = getattr(model.cfg, "bos_token_id", None)
-    tokens = repeated_probe(
-        model.cfg.d_vocab, period, repeats, n_samples, bos, seed, device=model.W_E.device
-    )
-    return prefix_matching_from_patterns(patterns(model, tokens), period, repeats, bos is not None)
+    """Prefix matching (Olsson et al. 2022, "Model Analysis Table" and appendix): on [BOS] +
+    `period` random tokens × `repeats`, the attention each query in repeats 2+ pays to the
+    tokens right after earlier copies of its own token, averaged over those queries. A perfect
+    induction head scores 1.0, uniform attention about (repeats - 1)/(2·period·repeats).
+    `token_frequencies` excludes the 10% most and least common tokens from the probe; `tokens`
+    replaces the probe with your own sequences (targets are derived from them)."""
+    adapter = ModelAdapter.wrap(model)
+    if tokens is None:
+        exclude = probe_exclusions(token_frequencies) if token_frequencies is not None else None
+        tokens = _probe(adapter, period, repeats, n_samples, seed, exclude)
+    return _row_mean(adapter, tokens, induction_targets, batch_size)
 
 
-def previous_token_score(model, n_samples: int = 10, seq_len: int | None = None, seed: int = 0):
-    """Mean A[i, i-1] per head, `[n_layers, n_heads]`, on random-token sequences."""
-    bos = getattr(model.cfg, "bos_token_id", None)
-    length = min(model.cfg.n_ctx, seq_len or 101) - (bos is not None)
-    period = min(length, model.cfg.d_vocab - (bos is not None))
-    tokens = repeated_probe(
-        model.cfg.d_vocab, period, 1, n_samples, bos, seed, device=model.W_E.device
-    )
-    return previous_token_from_patterns(patterns(model, tokens), bos is not None)
+def duplicate_token_score(
+    model,
+    period: int = 25,
+    repeats: int = 4,
+    n_samples: int = 10,
+    seed: int = 0,
+    tokens: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Mean attention from each query in repeats 2+ to the earlier copies of its own token
+    (Wang et al. 2022's duplicate-token heads; TL's `duplicate_token_head` pattern)."""
+    adapter = ModelAdapter.wrap(model)
+    tokens = _probe(adapter, period, repeats, n_samples, seed) if tokens is None else tokens
+    return _row_mean(adapter, tokens, duplicate_targets, batch_size)
 
 
-def probe_fit(n_ctx: int, period: int, repeats: int, bos: bool) -> int:
-    """Largest repeat count (<= `repeats`) for which the probe fits in `n_ctx` (0 if none)."""
-    return max(0, min(repeats, (n_ctx - bos) // period))
+def previous_token_score(
+    model,
+    period: int = 25,
+    repeats: int = 4,
+    n_samples: int = 10,
+    seed: int = 0,
+    tokens: Tensor | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Mean A[i, i-1] over content queries (Elhage et al. 2021's previous-token heads); the query
+    right after BOS is left out, its only earlier key being BOS."""
+    adapter = ModelAdapter.wrap(model)
+    tokens = _probe(adapter, period, repeats, n_samples, seed) if tokens is None else tokens
+    first = 1 + (adapter.bos_token_id is not None)
+    rows = []
+    for pattern in _layer_patterns(adapter, tokens, batch_size):
+        total, count = previous_mass(pattern, first)
+        rows.append(total / count)
+    return torch.stack(rows)
+
+
+def induction_score(
+    model,
+    convention: Literal["olsson", "arena", "tl"] = "olsson",
+    period: int = 25,
+    repeats: int = 2,
+    n_samples: int = 10,
+    seed: int = 0,
+    tokens: Tensor | None = None,
+) -> Tensor:
+    """One attention statistic under three conventions, to compare with published numbers.
+
+    - "olsson": prefix matching (above): mean over eligible queries only; perfect head = 1.
+    - "arena": ARENA's `induction_attn_detector` on [BOS] + seq + seq: the mean of the pattern's
+      diagonal at offset 1 - period over every query on it (including the first two, which have
+      no earlier copy), so a perfect head scores about period / (period + 2).
+    - "tl": TransformerLens `detect_head(..., "induction_head", error_measure="mul")`: attention on
+      induction targets divided by all attention, over every query; ~0.5 for a perfect head on a
+      twice-repeated sequence. `tokens` must then be what TL's `to_tokens` gives (BOS included).
+    """
+    adapter = ModelAdapter.wrap(model)
+    if convention == "olsson":
+        return prefix_matching_score(
+            adapter, period, max(repeats, 2), n_samples, seed, tokens=tokens
+        )
+    if tokens is None:
+        tokens = _probe(adapter, period, 2 if convention == "arena" else repeats, n_samples, seed)
+    patterns = _layer_patterns(adapter, tokens, None)
+    if convention == "arena":
+        return torch.stack(
+            [p.diagonal(offset=1 - period, dim1=-2, dim2=-1).mean((0, 2)) for p in patterns]
+        )
+    if convention == "tl":
+        targets = induction_targets(tokens.to(adapter.device)).float()
+        per_sample = [torch.einsum("bhqk,bqk->bh", p, targets) / p.sum((-2, -1)) for p in patterns]
+        return torch.stack([s.mean(0) for s in per_sample])
+    raise ValueError(f"convention must be 'olsson', 'arena' or 'tl', got {convention!r}.")
+
+
+# ----------------------------------------------------------------------------- weight scores
+
+
+def copying_score(model) -> Tensor:
+    """Eigenvalue copying score Σλ / Σ|λ| of each head's full OV circuit W_E W_V W_O W_U
+    (Elhage et al. 2021, "Copying / Primarily Positive Eigenvalues"; Olsson et al. 2022): +1 when
+    every eigenvalue is positive (the head raises the logit of the token it attends to), -1 when
+    all are negative. Computed from the d_head × d_head matrix W_O W_U W_E W_V, which has the
+    same nonzero eigenvalues; eigenvalues may be complex, Σλ (the trace) is real."""
+    adapter = ModelAdapter.wrap(model)
+    if adapter.d_vocab_out != adapter.d_vocab:
+        raise ValueError(
+            f"copying_score needs d_vocab_out == d_vocab (a square OV circuit), got "
+            f"{adapter.d_vocab_out} and {adapter.d_vocab}."
+        )
+    with torch.no_grad():
+        unembed_embed = adapter.W_U @ adapter.W_E  # [d_model, d_model], shared by all heads
+        circuit = adapter.W_O @ unembed_embed @ adapter.W_V  # [l, h, dh, dh]
+        eig = torch.linalg.eigvals(circuit.double())
+        score = eig.sum(-1).real / eig.abs().sum(-1).clamp(min=1e-30)
+    return score.float()
+
+
+def copying_from_cache(
+    z: Tensor,
+    pattern: Tensor,
+    tokens: Tensor,
+    rows: Tensor,
+    W_O: Tensor,
+    unembed: Tensor,
+    candidates: Tensor,
+    top_keys: int = 4,
+) -> tuple[Tensor, int]:
+    """Per-head sums of the empirical copying statistic over the query `rows` (`[batch, q]`
+    bool) of one layer, and the number of rows; `z` is `[b, q, h, dh]`, `pattern` `[b, h, q, k]`.
+    See `empirical_copying_score`."""
+    b_idx, q_idx = rows.nonzero(as_tuple=True)
+    n_cand = len(candidates)
+    out = torch.einsum("nhd,hdm->nhm", z[b_idx, q_idx].float(), W_O.float())  # head outputs
+    direct = out @ unembed[:, candidates].float()  # [n, h, C] direct logit effects
+    lookup = torch.full((int(candidates.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
+    lookup[candidates] = torch.arange(n_cand, device=tokens.device)
+    weights = pattern[b_idx, :, q_idx]  # [n, h, k] attention of each selected query
+    top = weights.topk(min(top_keys, weights.shape[-1]), dim=-1)  # the most attended keys
+    attended = lookup[tokens[b_idx]].gather(-1, top.indices.flatten(1)).view_as(top.indices)
+    target = direct.gather(-1, attended)  # [n, h, top]
+    # (#candidates gaining less - #gaining more) / (C - 1); the token itself contributes 0
+    stat = (target[..., None] - direct[:, :, None, :]).sign_().sum(-1) / max(n_cand - 1, 1)
+    share = top.values / top.values.sum(-1, keepdim=True).clamp(min=1e-30)
+    return (share * stat).sum((0, 2)), len(b_idx)
+
+
+def candidate_tokens(tokens: Tensor, d_vocab: int, max_candidates: int, seed: int) -> Tensor:
+    """Tokens to compare the attended token against: the whole vocabulary when it has at most
+    `max_candidates` ids, else the probe's tokens plus a seeded uniform sample of the rest (an
+    unbiased estimate of the whole-vocabulary statistic)."""
+    if d_vocab <= max_candidates:
+        return torch.arange(d_vocab, device=tokens.device)
+    g = generator(seed, "cpu")
+    sample = torch.randperm(d_vocab, generator=g)[:max_candidates].to(tokens.device)
+    return torch.unique(torch.cat([tokens.flatten(), sample]))
+
+
+def subsample_rows(rows: Tensor, max_rows: int | None, seed: int) -> Tensor:
+    """Keep at most `max_rows` of the True entries of `rows` (seeded, uniformly)."""
+    if max_rows is None or int(rows.sum()) <= max_rows:
+        return rows
+    flat = rows.flatten().nonzero().squeeze(-1)
+    g = generator(seed, "cpu")
+    keep = flat[torch.randperm(len(flat), generator=g)[:max_rows].to(flat.device)]
+    out = torch.zeros_like(rows.flatten())
+    out[keep] = True
+    return out.view_as(rows)
+
+
+def empirical_copying_score(
+    model,
+    period: int = 25,
+    repeats: int = 4,
+    n_samples: int = 10,
+    seed: int = 0,
+    max_candidates: int = 1024,
+    max_queries: int | None = 256,
+    top_keys: int = 4,
+) -> Tensor:
+    """Empirical copying, after Olsson et al. 2022's direct-path measure of copying: at queries in
+    repeats 2+, each head's actual output is mapped through the direct path (W_U, with the final
+    norm's weight folded in) to logit effects, and we ask whether the tokens it attends to gain
+    more than other tokens. Normalisation (ours): for each of the query's `top_keys` most
+    attended keys, P(that key's token gains more than a random other token) - P(it gains less),
+    averaged with the keys' attention as weights; in [-1, 1]: +1 = the attended token is always
+    boosted most, -1 = always suppressed most, 0 = no preference. It does not depend on the
+    vocabulary size or the output's scale. Vocabularies over `max_candidates` ids are compared
+    against that many sampled tokens; at most `max_queries` query rows are used."""
+    adapter = ModelAdapter.wrap(model)
+    tokens = _probe(adapter, period, repeats, n_samples, seed)
+    rows = subsample_rows(induction_targets(tokens).any(-1), max_queries, seed)
+    candidates = candidate_tokens(tokens, adapter.d_vocab, max_candidates, seed)
+    names = [f(l) for l in range(adapter.n_layers) for f in (adapter.pattern_hook, adapter.z_hook)]
+    cache = adapter.run(tokens, names)
+    unembed, W_O = adapter.direct_unembed(), adapter.W_O
+    out = []
+    with torch.no_grad():
+        for l in range(adapter.n_layers):
+            total, count = copying_from_cache(
+                cache[adapter.z_hook(l)],
+                cache[adapter.pattern_hook(l)].float(),
+                tokens,
+                rows,
+                W_O[l],
+                unembed,
+                candidates,
+                top_keys,
+            )
+            out.append(total / max(count, 1))
+    return torch.stack(out)
+
+
+def factored_composition(left: FactoredMatrix, right: FactoredMatrix) -> Tensor:
+    """‖L R‖_F / (‖L‖_F ‖R‖_F) for factored L = A₁B₁ and R = A₂B₂ (leading dims broadcast).
+
+    The same quantity as `transformer_lens.utilities.composition_scores` (tested equal), from
+    d_head × d_head Gram matrices instead of SVDs: ‖A₁(B₁A₂)B₂‖² = tr(G M H Mᵀ) with
+    G = A₁ᵀA₁, M = B₁A₂, H = B₂B₂ᵀ. Much faster for the pairs `detect` needs."""
+    A1, B1, A2, B2 = (x.double() for x in (left.A, left.B, right.A, right.B))
+    G = A1.transpose(-1, -2) @ A1
+    H = B2 @ B2.transpose(-1, -2)
+    M = B1 @ A2
+    product = ((G @ M) * (M @ H)).sum((-2, -1))
+    norm_left = (G * (B1 @ B1.transpose(-1, -2))).sum((-2, -1))
+    norm_right = ((A2.transpose(-1, -2) @ A2) * H).sum((-2, -1))
+    return (product.clamp(min=0) / (norm_left * norm_right)).sqrt().float()
+
+
+def _right_factor(adapter: ModelAdapter, kind: str) -> FactoredMatrix:
+    if kind == "V":
+        return FactoredMatrix(adapter.W_V, adapter.W_O)
+    if kind == "Q":
+        return FactoredMatrix(adapter.W_Q, adapter.W_K.transpose(-2, -1))
+    return FactoredMatrix(adapter.W_K, adapter.W_Q.transpose(-2, -1))  # K: (W_Q W_Kᵀ)ᵀ
+
+
+@lru_cache(maxsize=32)
+def random_composition_baseline(d_model: int, d_head: int, kind: str, n: int = 64) -> float:
+    """Mean composition score of Gaussian matrices of the heads' shapes (seeded)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+    left = FactoredMatrix(rand(n, d_model, d_head), rand(n, d_head, d_model))
+    right = FactoredMatrix(rand(n, d_model, d_head), rand(n, d_head, d_model))
+    return factored_composition(left, right).mean().item()
+
+
+def composition_scores(model, kind: Literal["Q", "K", "V"] = "K", baseline: bool = True) -> Tensor:
+    """Composition scores `[l1, h1, l2, h2]` between each earlier head's OV circuit and a later
+    head's query (Q), key (K) or value (V) input: ‖W_A W_B‖_F / (‖W_A‖_F ‖W_B‖_F) (Elhage et al.
+    2021, "Composition scores"; TransformerLens's `all_composition_scores` convention), minus
+    the mean score of random Gaussian matrices of the same shapes (the paper's baseline). Entries
+    with l1 >= l2 are NaN: no composition is possible."""
+    if kind not in ("Q", "K", "V"):
+        raise ValueError(f"kind must be 'Q', 'K' or 'V', got {kind!r}.")
+    adapter = ModelAdapter.wrap(model)
+    with torch.no_grad():
+        left = FactoredMatrix(adapter.W_V, adapter.W_O)
+        right = _right_factor(adapter, kind)
+        rows = []
+        for l in range(adapter.n_layers):  # one sending layer at a time bounds memory
+            sender = FactoredMatrix(left.A[l][:, None, None], left.B[l][:, None, None])
+            rows.append(factored_composition(sender, right))
+        scores = torch.stack(rows)  # [l1, h1, l2, h2]
+    if baseline:
+        scores = scores - random_composition_baseline(adapter.d_model, adapter.d_head, kind)
+    layers = torch.arange(adapter.n_layers, device=scores.device)
+    later = layers[:, None, None, None] < layers[None, None, :, None]
+    return torch.where(later, scores, torch.full_like(scores, math.nan))
+
+
+# ----------------------------------------------------------------------------- training metrics
 
 
 def training_scores(model, period: int = 25, repeats: int = 4, n_samples: int = 10) -> dict:
-    """Cheap per-head scores logged during training, from one probe forward pass: prefix matching
-    and previous-token per head, plus the best prefix-matching head in layers >= 1 (induction
-    needs an earlier layer) and the best previous-token head."""
-    cfg = model.cfg
-    bos = getattr(cfg, "bos_token_id", None)
-    usable = cfg.n_ctx - (bos is not None)
-    period = max(2, min(period, usable // 2, cfg.d_vocab - (bos is not None)))
-    repeats = probe_fit(cfg.n_ctx, period, repeats, bos is not None)
-    tokens = repeated_probe(
-        cfg.d_vocab, period, repeats, n_samples, bos, seed=0, device=model.W_E.device
-    )
-    pattern = patterns(model, tokens)
-    pm = prefix_matching_from_patterns(pattern, period, repeats, bos is not None)
-    prev = previous_token_from_patterns(pattern, bos is not None)
-    later = pm[1:] if cfg.n_layers > 1 else pm
+    """Cheap scores logged while training, from one probe forward pass: per-head prefix matching
+    and previous-token scores, the best prefix-matching head in layers >= 1 (induction needs an
+    earlier layer) and the best previous-token head."""
+    adapter = ModelAdapter.wrap(model)
+    bos = adapter.bos_token_id is not None
+    usable = adapter.n_ctx - bos
+    period = max(2, min(period, usable // 2, adapter.d_vocab - bos))
+    repeats = max(2, min(repeats, usable // period))
+    tokens = _probe(adapter, period, repeats, n_samples, seed=0)
+    targets = induction_targets(tokens)
+    pm, prev = [], []
+    for pattern in _layer_patterns(adapter, tokens, None):
+        total, count = target_mass(pattern, targets)
+        pm.append(total / count.clamp(min=1))
+        total, count = previous_mass(pattern, 1 + bos)
+        prev.append(total / count)
+    pm, prev = torch.stack(pm), torch.stack(prev)
+    later = pm[1:] if adapter.n_layers > 1 else pm
     return {
         "prefix_matching": pm.tolist(),
         "previous_token": prev.tolist(),
         "best_prefix_matching": later.max().item(),
         "best_previous_token": prev.max().item(),
     }
+
+
+def probe_fit(n_ctx: int, period: int, repeats: int, bos: bool) -> int:
+    """Largest whole number of repeats (<= `repeats`) of `period` that fits in `n_ctx`."""
+    return max(0, min(repeats, (n_ctx - bos) // period))
