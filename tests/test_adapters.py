@@ -1,0 +1,77 @@
+import types
+
+import pytest
+import torch
+
+import inducthead as ih
+from inducthead.adapters import ModelAdapter
+from inducthead.handbuilt import induction_circuit
+
+
+class LegacyHookedTransformer(torch.nn.Module):
+    """Stands in for a TransformerLens 3 HookedTransformer: same attribute names, its own class,
+    a tokenizer with a BOS token and `default_prepend_bos` (nothing from TL 3 is imported)."""
+
+    def __init__(self, inner: ih.HookedTransformer):
+        super().__init__()
+        self.inner = inner
+        self.cfg = types.SimpleNamespace(**inner.cfg.to_dict(), default_prepend_bos=True)
+        self.tokenizer = types.SimpleNamespace(bos_token_id=0)
+        self.hook_dict = inner.hook_dict
+
+    def run_with_cache(self, *args, **kwargs):
+        return self.inner.run_with_cache(*args, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith(("W_", "b_")) or name == "ln_final":
+            return getattr(self._modules["inner"], name)
+        return super().__getattr__(name)
+
+
+def test_duck_typed_transformerlens3_models_work():
+    model, roles = induction_circuit()
+    legacy = LegacyHookedTransformer(model)
+    adapter = ModelAdapter.wrap(legacy)
+    assert adapter.kind == "transformer_lens" and adapter.bos_token_id == 0
+    ours, theirs = ih.detect(model), ih.detect(legacy)
+    for key in ours.scores:
+        torch.testing.assert_close(theirs.scores[key], ours.scores[key], equal_nan=True)
+    assert theirs.induction_heads == [roles.induction]
+
+
+def test_adapter_views_and_forward():
+    model, _ = induction_circuit()
+    adapter = ModelAdapter.wrap(model)
+    assert (adapter.n_layers, adapter.n_heads, adapter.d_vocab, adapter.bos_token_id) == (
+        2,
+        4,
+        40,
+        0,
+    )
+    assert adapter.W_Q.shape == (2, 4, model.cfg.d_model, model.cfg.d_head)
+    tokens = torch.randint(1, 40, (5, 30))
+    names = [adapter.pattern_hook(1), adapter.z_hook(0)]
+    whole = adapter.run(tokens, names)
+    chunked = adapter.run(tokens, names, batch_size=2)
+    assert set(whole) == set(names) and whole[names[0]].shape == (5, 4, 30, 30)
+    for name in names:
+        torch.testing.assert_close(whole[name], chunked[name])
+    assert "handbuilt-induction" in repr(adapter)
+
+
+def test_bos_override_and_validation():
+    model, _ = induction_circuit()
+    assert ModelAdapter.wrap(model, bos_token_id=None).bos_token_id is None
+    assert ModelAdapter.wrap(model, bos_token_id=3).bos_token_id == 3
+    with pytest.raises(ValueError, match="bos_token_id"):
+        ModelAdapter.wrap(model, bos_token_id=99)
+
+
+def test_direct_unembed_folds_layernorm_weight():
+    cfg = ih.HookedTransformerConfig(n_layers=1, d_model=8, n_heads=2, d_head=4, d_vocab=5, n_ctx=6)
+    model = ih.HookedTransformer(cfg)
+    with torch.no_grad():
+        model.ln_final.w.copy_(torch.arange(1.0, 9.0))
+    U = ModelAdapter.wrap(model).direct_unembed()
+    expected = torch.arange(1.0, 9.0)[:, None] * model.W_U
+    torch.testing.assert_close(U, expected - expected.mean(0, keepdim=True))
