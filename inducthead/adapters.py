@@ -12,6 +12,7 @@ stacked weight views (`W_Q[l, h]` is `[d_model, d_head]`), which is what the sco
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -190,21 +191,49 @@ class ModelAdapter:
         parts: dict[str, list[Tensor]] = {n: [] for n in names}
         with torch.no_grad():
             for start in range(0, tokens.shape[0], size):
-                chunk = tokens[start : start + size]
-                # stop_at_layer=n_layers runs every block but skips the final norm and the
-                # unembedding, which no score needs (a large share of the work for big vocabs).
-                _, cache = self.model.run_with_cache(
-                    chunk, names_filter=names, stop_at_layer=self.n_layers
-                )
+                cache = self._cached_forward(tokens[start : start + size], names)
                 for n in names:
                     parts[n].append(cache[n])
         return {n: torch.cat(v) for n, v in parts.items()}
+
+    def _cached_forward(self, tokens: Tensor, names: list[str]) -> dict:
+        """Cache `names`, running no further than needed: when every name lives in a block, the
+        pass stops at the last such block's `hook_attn_out` (skipping its MLP, later blocks, the
+        final norm and the unembedding, a third of the work for a 2-layer model); otherwise it
+        runs every block (`stop_at_layer=n_layers`)."""
+        layers = [_block_index(n) for n in names]
+        stop_at = f"blocks.{max(layers)}.hook_attn_out" if None not in layers and layers else None
+        if stop_at in self.model.hook_dict and hasattr(self.model, "get_caching_hooks"):
+            cache, fwd, _ = self.model.get_caching_hooks(names_filter=names)
+            with (
+                contextlib.suppress(_StopForward),
+                self.model.hooks(fwd_hooks=[*fwd, (stop_at, _stop)]),
+            ):
+                self.model(tokens)
+            return cache
+        _, cache = self.model.run_with_cache(
+            tokens, names_filter=names, stop_at_layer=self.n_layers
+        )
+        return cache
 
     def __repr__(self) -> str:
         return (
             f"ModelAdapter({self.name!r}, {self.kind}: {self.n_layers}L x {self.n_heads}H, "
             f"d_vocab {self.d_vocab}, n_ctx {self.n_ctx}, BOS {self.bos_token_id})"
         )
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once everything needed is cached."""
+
+
+def _stop(activation: Tensor, hook) -> None:
+    raise _StopForward
+
+
+def _block_index(name: str) -> int | None:
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
 
 
 def _bos_token_id(model, kind: str) -> int | None:
