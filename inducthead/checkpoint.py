@@ -58,6 +58,8 @@ def checkpoint_schedule(total_steps: int, n: int = 50) -> list[int]:
         )
     if total_steps + 1 <= n:
         return list(range(total_steps + 1))
+    if n == 2:  # geomspace with one point would give [1] and lose the final step
+        return [0, total_steps]
     k = n - 1
     while True:  # rounding merges early grid points: refine the grid until n distinct steps remain
         grid = np.unique(np.round(np.geomspace(1, total_steps, k)).astype(int))

@@ -229,11 +229,17 @@ class HookedTransformerConfig:
             self.relative_window = min(self.relative_window, self.n_ctx)
 
         if self.bos_token_id is not None and (
-            not isinstance(self.bos_token_id, int) or not 0 <= self.bos_token_id < self.d_vocab
+            isinstance(self.bos_token_id, bool)
+            or not isinstance(self.bos_token_id, int)
+            or not 0 <= self.bos_token_id < self.d_vocab
         ):
             raise ValueError(
                 f"HookedTransformerConfig.bos_token_id must be None or an int in [0, d_vocab="
                 f"{self.d_vocab}), got {self.bos_token_id!r}."
+            )
+        if not isinstance(self.model_name, str):
+            raise ValueError(
+                f"HookedTransformerConfig.model_name must be a string, got {self.model_name!r}."
             )
         if self.initializer_range == -1.0:
             self.initializer_range = 0.8 / math.sqrt(self.d_model)

@@ -117,6 +117,21 @@ class HookedTransformer(HookedRootModule):
                 )
         return tokens.long()
 
+    def _check_loss_targets(self, tokens: Tensor, return_type: str) -> None:
+        """The next-token loss needs two tokens and targets the unembedding can score."""
+        if tokens.shape[1] < 2:
+            raise ValueError(
+                f"return_type={return_type!r} needs at least 2 tokens per sequence (the loss "
+                f"predicts token i + 1 from token i); got {tokens.shape[1]}."
+            )
+        if self.cfg.d_vocab_out < self.cfg.d_vocab and self.check_inputs:
+            hi = int(tokens[:, 1:].max())
+            if hi >= self.cfg.d_vocab_out:
+                raise ValueError(
+                    f"return_type={return_type!r}: next-token targets must lie in [0, "
+                    f"d_vocab_out={self.cfg.d_vocab_out}), got token id {hi}."
+                )
+
     def forward(
         self,
         tokens: Tensor,
@@ -135,6 +150,8 @@ class HookedTransformer(HookedRootModule):
             raise ValueError(
                 f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
             )
+        if return_type in ("loss", "both"):
+            self._check_loss_targets(tokens, return_type)
         resid = self.hook_embed(self.embed(tokens))
         shortformer = None
         kind = self.cfg.positional_embedding_type

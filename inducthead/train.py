@@ -36,6 +36,43 @@ from inducthead.model import HookedTransformer
 from inducthead.tasks.base import Batch, Task
 
 
+def _check_field_types(cfg: TrainConfig) -> None:
+    """Types (and the ranges not checked in `__post_init__`) of TrainConfig fields, each error
+    naming its field, never a TypeError from a comparison or a silently accepted bad value
+    (fuzzed in tests/test_fuzz.py)."""
+
+    def fail(name: str, want: str) -> None:
+        raise ValueError(f"TrainConfig.{name} must be {want}, got {getattr(cfg, name)!r}.")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    for name in ("amp", "progress", "head_scores"):
+        if not isinstance(getattr(cfg, name), bool):
+            fail(name, "True or False")
+    for name in ("seed", "warmup_steps", "n_checkpoints"):
+        if not integer(getattr(cfg, name)):
+            fail(name, "an int")
+    if not number(cfg.lr):
+        fail("lr", "a positive number")
+    if not number(cfg.weight_decay) or cfg.weight_decay < 0:
+        fail("weight_decay", "a number >= 0")
+    if not number(cfg.min_lr_ratio) or not 0 <= cfg.min_lr_ratio <= 1:
+        fail("min_lr_ratio", "a number in [0, 1]")
+    if cfg.grad_clip is not None and not number(cfg.grad_clip):
+        fail("grad_clip", "None or a positive number")
+    if not isinstance(cfg.betas, (tuple, list)) or not all(number(b) for b in cfg.betas):
+        fail("betas", "two numbers in [0, 1)")
+    steps = cfg.checkpoint_steps
+    if steps is not None and (
+        not isinstance(steps, (tuple, list)) or not all(integer(s) for s in steps)
+    ):
+        fail("checkpoint_steps", "None or a sequence of ints")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, evaluation and checkpointing of one run.
@@ -74,6 +111,7 @@ class TrainConfig:
     cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
+        _check_field_types(self)  # first, so the range checks below never meet a wrong type
         self.betas = tuple(self.betas)
         if self.checkpoint_steps is not None:
             self.checkpoint_steps = tuple(int(s) for s in self.checkpoint_steps)

@@ -83,6 +83,11 @@ class Task:
                 f"{type(self).__name__} uses token ids up to {self.d_vocab - 1} but the model's "
                 f"d_vocab is {cfg.d_vocab}; set d_vocab >= {self.d_vocab}."
             )
+        if cfg.d_vocab_out < self.d_vocab:
+            raise ValueError(
+                f"{type(self).__name__} predicts token ids up to {self.d_vocab - 1} but the "
+                f"model's d_vocab_out is {cfg.d_vocab_out}; set d_vocab_out >= {self.d_vocab}."
+            )
         if cfg.n_ctx < self.seq_len:
             raise ValueError(
                 f"{type(self).__name__} makes sequences of {self.seq_len} tokens but the model's "
