@@ -102,6 +102,8 @@ def _child(job: dict) -> int:
             with open(job["log"], "a") as f:
                 f.write(f"exit {os.getpid()} {time.time()}\n")
         return 0
+    if kind == "long_context":
+        return _long_context(job)
     hooks = []
     if job.get("self_kill_after_step") is not None:  # SIGKILL itself in the next step's forward
         calls = {"n": 0}
@@ -116,6 +118,29 @@ def _child(job: dict) -> int:
         hooks = [("hook_embed", kill_hook)]
     cfg = recipe(**job.get("train", {}))
     ih.train(tiny_model(), TASK, cfg, job["dir"], resume=job.get("resume", False), hooks=hooks)
+    return 0
+
+
+def _long_context(job: dict) -> int:
+    """detect on an n_ctx 2048 model, probes spanning the whole context, one sequence at a time;
+    writes what it found to job["result"]."""
+    import warnings
+
+    cfg = ih.HookedTransformerConfig(
+        n_layers=2, d_model=64, n_heads=4, d_head=16, d_vocab=1024, n_ctx=2048, attn_only=True,
+        bos_token_id=0, seed=0,
+    )  # fmt: skip
+    model = ih.HookedTransformer(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = ih.detect(model, period=511, repeats=4, n_samples=2, batch_size=1)
+    out = {"probe": report.probe, "scores": {}}
+    for name, value in report.scores.items():
+        finite = torch.isfinite(value)
+        if name == "k_composition":
+            finite = finite[1:]  # layer 0 has no earlier layer to compose with: NaN by design
+        out["scores"][name] = [list(value.shape), bool(finite.all())]
+    Path(job["result"]).write_text(json.dumps(out))
     return 0
 
 
@@ -192,7 +217,8 @@ def _run(job: dict) -> dict:
                 os.kill(pid, getattr(signal, ctl["signal"]))
                 time.sleep(0.01)
     if status is None:
-        _, status = os.waitpid(pid, 0)
+        _, status, usage = os.wait4(pid, 0)
+        result["max_rss_mib"] = usage.ru_maxrss / 1024  # the child's peak (Linux: KiB)
     result.update(_status(status), elapsed_s=time.monotonic() - t0)
     return result
 
@@ -608,6 +634,23 @@ def test_contending_trainers_never_hold_the_lock_together(worker, tmp_path):
         for i, code in enumerate(codes):
             if code == 3:
                 assert "is locked by process" in (tmp_path / f"e{round_}_{i}").read_text()
+
+
+# ---------------------------------------------------------------------------------- 9. long inputs
+def test_detect_at_n_ctx_2048_on_the_cpu_within_24_gib(worker, tmp_path):
+    """Probes of 2044 tokens (period 511 and a coprime one, 4 repeats), batched one sequence at
+    a time; the child's peak resident memory is printed and must stay under 24 GiB."""
+    result = tmp_path / "long.json"
+    res = worker.ask(kind="long_context", result=str(result))
+    _assert_ok(res)
+    found = json.loads(result.read_text())
+    assert found["probe"]["length"] == 2044 and found["probe"]["periods"][0] == 511
+    assert all(shape == [2, 4] and finite for shape, finite in found["scores"].values())
+    print(
+        f"\ndetect at n_ctx 2048: peak memory {res['max_rss_mib']:.0f} MiB, "
+        f"{res['elapsed_s']:.1f} s"
+    )
+    assert res["max_rss_mib"] < 24 * 1024
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["worker"]:

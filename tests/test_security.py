@@ -105,8 +105,29 @@ def test_hostile_pickles_never_execute_on_any_code_path(tmp_path, capsys):
     with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
         assert main([*args, "--steps", "3", "--resume"]) == 0
     assert ih.Run(out).damaged == [] and ih.Run(out).checkpoints[-1] == 3
+
+    # `inducthead detect` on the hostile file, and on a Hugging Face directory whose
+    # pytorch_model.bin carries the payload (transformers loads it with weights_only=True).
     capsys.readouterr()
+    assert main(["detect", str(files["zip"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pickle" in err and str(files["zip"]) in err
+    assert main(["detect", "--pretrained", str(hostile_hf_dir(tmp_path / "hf", marker))]) == 2
+    assert "Unsupported global" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def hostile_hf_dir(folder: Path, marker: Path) -> Path:
+    """A tiny GPT-2 directory (config, tokenizer) whose weights file carries the payload."""
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, PreTrainedTokenizerFast
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=16).save_pretrained(folder)
+    tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(10)}, unk_token="t0"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0").save_pretrained(folder)
+    weights = {"transformer.wte.weight": torch.zeros(10, 8), "payload": Payload(marker)}
+    torch.save(weights, folder / "pytorch_model.bin")
+    return folder
 
 
 def _assert_weights_only_everywhere(tree: ast.AST, path: Path) -> list[str]:
