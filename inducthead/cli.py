@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inducthead.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    from inducthead.causal_cli import add_causal_parsers
+
+    add_causal_parsers(sub)
     return parser
 
 
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         expected = isinstance(e, (ValueError, TypeError, OSError, RuntimeError))
         text = str(e) if expected else f"{type(e).__name__}: {e} (rerun with --debug for details)"
-        print(f"inducthead: error: {text}", file=sys.stderr)
+        print(f"inducthead: error: {' '.join(text.split())}", file=sys.stderr)  # one line
         return EXIT_ERROR
 
 

@@ -187,7 +187,7 @@ def _attention_pass(adapter, probe, which, n_probes, batch_size, seed, max_queri
     induction = S.induction_targets(probe)
     duplicate = S.duplicate_targets(probe)
     copy_rows = S.subsample_rows(induction.any(-1), max_queries, seed)
-    candidates = S.candidate_tokens(probe, adapter.d_vocab, max_candidates, seed)
+    candidates = S.candidate_tokens(probe, adapter.d_vocab_out, max_candidates, seed)
     unembed, W_O = adapter.direct_unembed(), adapter.W_O
     sums = {k: torch.zeros(L, H, device=dev) for k in ("prev", "dup", "copy")}
     counts = {k: torch.zeros(L, device=dev) for k in ("prev", "dup", "copy")}

@@ -84,15 +84,15 @@ def previous_mass(pattern: Tensor, first_query: int = 1) -> tuple[Tensor, Tensor
     return diag.sum((0, 2)), torch.tensor(diag.shape[0] * diag.shape[2])
 
 
-def candidate_tokens(tokens: Tensor, d_vocab: int, max_candidates: int, seed: int) -> Tensor:
-    """Tokens to compare the attended token against: the whole vocabulary when it has at most
-    `max_candidates` ids, else the probe's tokens plus a seeded uniform sample of the rest (an
+def candidate_tokens(tokens: Tensor, d_vocab_out: int, max_candidates: int, seed: int) -> Tensor:
+    """Output tokens to compare the attended token against: all `d_vocab_out` ids when there are
+    at most `max_candidates`, else the probe's tokens plus a seeded uniform sample of the rest (an
     unbiased estimate of the whole-vocabulary statistic)."""
-    if d_vocab <= max_candidates:
-        return torch.arange(d_vocab, device=tokens.device)
+    if d_vocab_out <= max_candidates:
+        return torch.arange(d_vocab_out, device=tokens.device)
     g = generator(seed, "cpu")
-    sample = torch.randperm(d_vocab, generator=g)[:max_candidates].to(tokens.device)
-    return torch.unique(torch.cat([tokens.flatten(), sample]))
+    sample = torch.randperm(d_vocab_out, generator=g)[:max_candidates].to(tokens.device)
+    return torch.unique(torch.cat([tokens[tokens < d_vocab_out], sample]))
 
 
 def subsample_rows(rows: Tensor, max_rows: int | None, seed: int) -> Tensor:

@@ -199,14 +199,17 @@ def copying_from_cache(
     n_cand = len(candidates)
     out = torch.einsum("nhd,hdm->nhm", z[b_idx, q_idx].float(), W_O.float())  # head outputs
     direct = out @ unembed[:, candidates].float()  # [n, h, C] direct logit effects
-    lookup = torch.full((int(candidates.max()) + 1,), -1, dtype=torch.long, device=tokens.device)
+    size = max(int(candidates.max()), int(tokens.max())) + 1
+    lookup = torch.full((size,), -1, dtype=torch.long, device=tokens.device)
     lookup[candidates] = torch.arange(n_cand, device=tokens.device)
     weights = pattern[b_idx, :, q_idx]  # [n, h, k] attention of each selected query
     top = weights.topk(min(top_keys, weights.shape[-1]), dim=-1)  # the most attended keys
     attended = lookup[tokens[b_idx]].gather(-1, top.indices.flatten(1)).view_as(top.indices)
-    target = direct.gather(-1, attended)  # [n, h, top]
-    # (#candidates gaining less - #gaining more) / (C - 1); the token itself contributes 0
+    target = direct.gather(-1, attended.clamp(min=0))  # [n, h, top]
+    # (#candidates gaining less - #gaining more) / (C - 1); the token itself contributes 0.
+    # Tokens the unembedding cannot produce (id >= d_vocab_out) count as no preference.
     stat = (target[..., None] - direct[:, :, None, :]).sign_().sum(-1) / max(n_cand - 1, 1)
+    stat = stat * (attended >= 0)
     share = top.values / top.values.sum(-1, keepdim=True).clamp(min=1e-30)
     return (share * stat).sum((0, 2)), len(b_idx)
 
@@ -233,7 +236,7 @@ def empirical_copying_score(
     adapter = ModelAdapter.wrap(model)
     tokens = _probe(adapter, period, repeats, n_samples, seed)
     rows = subsample_rows(induction_targets(tokens).any(-1), max_queries, seed)
-    candidates = candidate_tokens(tokens, adapter.d_vocab, max_candidates, seed)
+    candidates = candidate_tokens(tokens, adapter.d_vocab_out, max_candidates, seed)
     names = [f(l) for l in range(adapter.n_layers) for f in (adapter.pattern_hook, adapter.z_hook)]
     cache = adapter.run(tokens, names)
     unembed, W_O = adapter.direct_unembed(), adapter.W_O
@@ -325,7 +328,15 @@ def training_scores(model, period: int = 25, repeats: int = 4, n_samples: int = 
     adapter = ModelAdapter.wrap(model)
     bos = adapter.bos_token_id is not None
     usable = adapter.n_ctx - bos
-    period = max(2, min(period, usable // 2, adapter.d_vocab - bos))
+    period = min(period, usable // 2, adapter.d_vocab - bos)
+    if period < 2:  # no repeated probe fits this context or vocabulary: the scores are undefined
+        nan = [[math.nan] * adapter.n_heads for _ in range(adapter.n_layers)]
+        return {
+            "prefix_matching": nan,
+            "previous_token": nan,
+            "best_prefix_matching": math.nan,
+            "best_previous_token": math.nan,
+        }
     repeats = max(2, min(repeats, usable // period))
     tokens = _probe(adapter, period, repeats, n_samples, seed=0)
     targets = induction_targets(tokens)

@@ -182,11 +182,10 @@ def test_a_few_training_steps_on_random_models(cfg, lr, schedule):
         with pytest.raises(ValueError, match="d_vocab_out"):
             ih.train(ih.HookedTransformer(cfg), task, ih.TrainConfig(steps=1, progress=False))
         return
-    # The head-score probe logged while training (scores.training_scores) does not fit tiny
-    # contexts and vocabularies yet (known gap, see the report); train those without it.
-    head_scores = cfg.n_ctx >= 8 and cfg.d_vocab >= 5
+    # The head-score probe logged while training needs two repeats of a period >= 2; contexts and
+    # vocabularies too small for it log NaN scores (undefined), never crash.
+    probe_fits = min((cfg.n_ctx - (cfg.bos_token_id is not None)) // 2, cfg.d_vocab - 1) >= 2
     recipe = ih.TrainConfig(
-        head_scores=head_scores,
         steps=3,
         batch_size=2,
         lr=lr,
@@ -202,18 +201,15 @@ def test_a_few_training_steps_on_random_models(cfg, lr, schedule):
     assert list(rows.step) == [0, 2, 3]
     assert all(math.isfinite(v) for v in rows.eval_loss)
     assert all(math.isfinite(v) for v in rows.train_loss.iloc[1:])
-    if head_scores:
-        for col in ("best_prefix_matching", "best_previous_token"):
-            assert all(math.isfinite(v) for v in rows[col]), col
-        pm = rows.prefix_matching.iloc[-1]
-        assert len(pm) == cfg.n_layers and all(len(r) == cfg.n_heads for r in pm)
+    pm = rows.prefix_matching.iloc[-1]
+    assert len(pm) == cfg.n_layers and all(len(r) == cfg.n_heads for r in pm)
+    for col in ("best_prefix_matching", "best_previous_token"):
+        assert all(math.isfinite(v) == probe_fits for v in rows[col]), col
     assert all(_finite(p) for p in run.model.parameters())
 
 
-# d_vocab_out == d_vocab: detect's copying scores index the unembedding by token id, and with a
-# smaller d_vocab_out they fail with an IndexError (known gap, reported to detect's owner).
 @FUZZ
-@given(models_and_tokens(valid_configs().filter(lambda c: c.d_vocab_out == c.d_vocab)))
+@given(models_and_tokens(valid_configs()))
 def test_detect_on_random_models(model_tokens):
     """A report with one finite score per head, or a ValueError saying which size is too small
     for a probe (n_ctx or d_vocab)."""
@@ -230,6 +226,9 @@ def test_detect_on_random_models(model_tokens):
         assert value.shape == (cfg.n_layers, cfg.n_heads), name
         if name == "k_composition":
             value = value[1:]  # layer 0 has no earlier layer to compose with: NaN by design
+        if name == "copying_eigen" and cfg.d_vocab_out != cfg.d_vocab:
+            assert torch.isnan(value).all()  # the OV circuit is not square: undefined
+            continue
         assert _finite(value), name
     pm = report.scores["prefix_matching"]
     assert ((pm >= 0) & (pm <= 1 + 1e-5)).all()
