@@ -1,0 +1,82 @@
+"""Where verify's default thresholds come from: the statistics of checks (a)-(c) for heads that
+are not induction heads (untrained models; the shipped demo run before its induction heads form)
+and for heads that are (the demo run after they form, the hand-built circuit).
+
+Prints a table; `--record` appends it to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+import inducthead as ih
+from inducthead.detect import detect
+from inducthead.handbuilt import induction_circuit
+from inducthead.patching import path_patch
+from inducthead.verify import verify
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import record  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
+
+
+def row(name: str, model, heads) -> list[str]:
+    """One table line per head: (a) share, (b) specificity, (c) drop and recoveries. For (c)
+    the sender is the strongest layer-0 previous-token head even when detect finds none."""
+    report = verify(model, heads=heads)
+    det = detect(model)
+    sender = (0, int(det.scores["previous_token"][0].argmax()))
+    lines = []
+    for head in report.candidates:
+        r = report.rows[head]
+        k = path_patch(model, sender, head, "k", metric="loss")
+        q = path_patch(model, sender, head, "q", metric="loss")
+        drop = k.attention["clean"] - k.attention["corrupted"]
+        lines.append(
+            f"| {name} | {ih.results.head_label(head)} | {report.clean['loss']:.3f} | "
+            f"{report.baseline['loss']:.3f} | {r['loss_effect']:+.4f} | {r['loss_share']:.4f} | "
+            f"{r['specificity']:.2f} | {ih.results.head_label(sender)} | "
+            f"{k.attention['clean']:.3f} | {drop:.3f} | {k.attention_recovered:.3f} | "
+            f"{q.attention_recovered:.3f} | {'yes' if head in report.confirmed else 'no'} |"
+        )
+    if report.joint:
+        j = report.joint
+        lines.append(
+            f"| {name} | all ablated | | | {j['loss_effect']:+.4f} | {j['loss_share']:.4f} | "
+            f"{j['specificity']:.2f} | | | | | | accuracy share {j['accuracy_share']:.3f} |"
+        )
+    return lines
+
+
+def main(record_results: bool) -> None:
+    lines = [
+        "| model | head | clean loss | baseline loss | (a) loss effect | (a) share | (b) "
+        "specificity | sender | prefix matching | (c) drop | (c) key recovery | query recovery "
+        "| confirmed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    layer1 = lambda cfg: [(1, h) for h in range(cfg.n_heads)]  # noqa: E731
+    for preset in ("demo", "olsson-attn-only-2l-small"):
+        cfg = ih.configs.get(preset).model
+        for seed in range(3):
+            model = ih.HookedTransformer(cfg.replace(seed=seed)).eval()
+            lines += row(f"untrained {preset} seed {seed}", model, layer1(cfg))
+    run = ih.Run(ASSETS)
+    for step in run.checkpoints:
+        model = run.load(step).eval()
+        lines += row(f"demo step {step}", model, layer1(model.cfg))
+    hand, roles = induction_circuit()
+    lines += row("hand-built", hand, [roles.induction, roles.positional_shortcut])
+    for line in lines:
+        print(line)
+    if record_results:
+        record("Verify thresholds (benchmarks/verify_thresholds.py)", lines)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main("--record" in sys.argv)

@@ -1,0 +1,84 @@
+"""`inducthead verify` and `inducthead ablate` (registered by `inducthead.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", type=Path, help="run directory or checkpoint file")
+    p.add_argument("--pretrained", metavar="NAME_OR_PATH", help="Hugging Face name or directory")
+    p.add_argument("--step", type=int, help="checkpoint step of a run directory (default: newest)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    p.add_argument("--samples", type=int, default=64, help="repeated-token sequences (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+
+
+def add_causal_parsers(sub) -> None:
+    from inducthead.ablation import MODES
+
+    p = sub.add_parser(
+        "verify", help="causally verify the induction heads of a run, checkpoint or model"
+    )
+    _add_target_args(p)
+    p.add_argument("--heads", help="heads to verify, e.g. L1H0,L1H1 (default: detect's)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("ablate", help="ablate heads and print how each metric changes")
+    _add_target_args(p)
+    p.add_argument("--heads", required=True, help="heads to ablate together, e.g. L1H4,L1H6")
+    p.add_argument("--mode", choices=MODES, default="zero", help="ablation (default: zero)")
+    p.set_defaults(func=cmd_ablate)
+
+
+def _model_and_data(args):
+    from inducthead.causal_metrics import default_data
+    from inducthead.cli import load_target
+
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}.")
+    model = load_target(args)
+    model.eval()
+    return model, default_data(model, n_samples=args.samples, seed=args.seed)
+
+
+def cmd_verify(args) -> int:
+    from inducthead.verify import verify
+
+    model, data = _model_and_data(args)
+    report = verify(model, heads=args.heads, data=data, seed=args.seed)
+    print(report)
+    if args.json is not None:
+        report.to_json(args.json)
+        print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from inducthead.ablation import ablate
+    from inducthead.causal_metrics import (
+        METRICS,
+        describe,
+        evaluate,
+        forward,
+        no_context_baseline,
+    )
+    from inducthead.results import head_label
+
+    model, data = _model_and_data(args)
+    abl = ablate(model, args.heads, mode=args.mode)
+    clean = evaluate(METRICS, forward(model, data.tokens), data)
+    ablated = evaluate(METRICS, forward(model, data.tokens, abl.hooks_for(data.tokens)), data)
+    heads = ", ".join(head_label(h) for h in abl.heads)
+    print(f"ablating {heads} ({args.mode}) on {describe(data)} of repeated-token data")
+    if abl.reference:
+        print(f"mean over: {abl.reference}")
+    print(f"{'metric':<12}{'clean':>10}{'ablated':>10}{'delta':>10}")
+    for name in METRICS:
+        delta = ablated[name] - clean[name]
+        print(f"{name:<12}{clean[name]:>10.3f}{ablated[name]:>10.3f}{delta:>+10.3f}")
+    base = no_context_baseline(data)
+    print(f"no-context baseline: loss {base['loss']:.3f}, accuracy {base['accuracy']:.3f}")
+    return 0
