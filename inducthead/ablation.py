@@ -223,14 +223,19 @@ class Ablation:
             finally:
                 state["inside"] = False
 
-        model.forward = forward_with_recorded_patterns  # instance attribute: nn.Module calls it
-        self._stack.append(None)
+        # An instance attribute: nn.Module.__call__ and run_with_hooks call it. Nested contexts
+        # wrap each other; each exit puts back what was there before.
+        self._stack.append(("forward", model.__dict__.get("forward")))
+        model.forward = forward_with_recorded_patterns
         return self
 
     def __exit__(self, *exc) -> None:
         ctx = self._stack.pop()
-        if ctx is None:
-            del self.model.forward  # the class's forward again
+        if isinstance(ctx, tuple):
+            if ctx[1] is None:
+                del self.model.forward  # the class's forward again
+            else:
+                self.model.forward = ctx[1]
         else:
             ctx.__exit__(*exc)
 
@@ -249,11 +254,17 @@ def ablate(model, heads, mode: str = "zero", reference: Data = None) -> Ablation
 # ----------------------------------------------------------------------------- scans
 
 
-def _chunk_size(adapter: ModelAdapter, batch: int, positions: int, max_batch: int | None) -> int:
-    """Heads stacked per forward: bounded by `max_batch` sequences, else by ~2^27 logits."""
+def _chunk_size(
+    adapter: ModelAdapter, batch: int, positions: int, max_batch: int | None, patterns: bool
+) -> int:
+    """Heads stacked per forward: bounded by `max_batch` sequences, else by ~2^27 elements of
+    logits (plus the tiled attention patterns of a pattern-preserving scan)."""
     if max_batch is not None:
         return max(1, max_batch // batch)
-    return max(1, (1 << 27) // max(1, batch * positions * adapter.d_vocab_out))
+    per_copy = batch * positions * adapter.d_vocab_out
+    if patterns:
+        per_copy += batch * adapter.n_layers * adapter.n_heads * positions**2
+    return max(1, (1 << 27) // per_copy)
 
 
 def ablation_scan(
@@ -290,7 +301,7 @@ def ablation_scan(
     patterns = record_patterns(adapter, tokens) if mode == "pattern_preserving" else {}
     clean = evaluate(metrics, forward(adapter, tokens, pattern_hooks(adapter, patterns)), batch)
     effects = {k: torch.full((adapter.n_layers, adapter.n_heads), math.nan) for k in metrics}
-    k = _chunk_size(adapter, B, tokens.shape[1], max_batch)
+    k = _chunk_size(adapter, B, tokens.shape[1], max_batch, mode == "pattern_preserving")
     for layer in sorted({l for l, _ in heads}):
         mine = [h for l, h in heads if l == layer]
         for start in range(0, len(mine), k):

@@ -346,10 +346,15 @@ class CausalReport(HeadTable):
             v = self.verdicts(head)
             mark = {k: "PASS" if ok else "fail" for k, ok in v.items()}
             out.append(f"{head_label(head)}: {'CONFIRMED' if all(v.values()) else 'not confirmed'}")
+            cut = self.thresholds.loss_share
+            share = (
+                f"share of the gap to baseline {r['loss_share']:.3f} (>= {cut})"
+                if not math.isnan(r["loss_share"])
+                else "no share: the model does not beat the no-context baseline"
+            )
             out.append(
                 f"  (a) {mark['a']}  loss {r['loss_effect']:+.3f}, accuracy "
-                f"{r['accuracy_effect']:+.3f}; share of the gap to baseline {r['loss_share']:.3f}"
-                f" (>= {self.thresholds.loss_share})"
+                f"{r['accuracy_effect']:+.3f}; {share}"
             )
             out.append(
                 f"  (b) {mark['b']}  specificity {r['specificity']:.1f}x the largest control head"

@@ -145,6 +145,20 @@ def test_mean_and_pattern_preserving_agree_on_a_bridge(demo_model, demo_data, br
         torch.testing.assert_close(ours.scores["loss"], theirs.scores["loss"], atol=1e-5, rtol=0)
 
 
+def test_context_manager_on_a_bridge(demo_model, demo_data, bridge):
+    tokens = demo_data.tokens[:8]
+    reference = default_data(demo_model, n_samples=8, seed=1)
+    for mode in ("zero", "mean", "pattern_preserving"):
+        ref = reference if mode == "mean" else None
+        with ablate(demo_model, ["L1H0", "L0H1"], mode, ref):
+            ours = forward(demo_model, tokens)
+        with ablate(bridge, ["L1H0", "L0H1"], mode, ref):
+            theirs = forward(bridge, tokens)
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+        assert "forward" not in bridge.__dict__
+    assert not torch.allclose(ours, forward(demo_model, tokens), atol=1e-2)
+
+
 def test_mean_ablation_uses_the_reference_mean_never_zero(demo_model, demo_data):
     reference = default_data(demo_model, n_samples=8, seed=5)
     abl = ablate(demo_model, ["L1H0"], mode="mean", reference=reference)
@@ -170,8 +184,20 @@ def test_hooks_and_context_manager_agree(demo_model, demo_data):
         torch.testing.assert_close(inside, via_hooks, atol=1e-6, rtol=0)
         assert "forward" not in demo_model.__dict__  # the class's forward is back
     assert not any(hp._forward_hooks for hp in demo_model.hook_dict.values())
+    both = ablate(demo_model, ["L1H0"], "pattern_preserving").hooks_for(tokens)
+    both += ablate(demo_model, ["L0H1"], "pattern_preserving").hooks_for(tokens)[:1]  # its z
+    with ablate(demo_model, ["L1H0"], "pattern_preserving"):
+        with ablate(demo_model, ["L0H1"], "pattern_preserving"):
+            nested = forward(demo_model, tokens)
+        torch.testing.assert_close(forward(demo_model, tokens), via_hooks_l1h0(demo_model, tokens))
+    torch.testing.assert_close(nested, forward(demo_model, tokens, both), atol=1e-6, rtol=0)
+    assert "forward" not in demo_model.__dict__
     with pytest.raises(ValueError, match="hooks_for"):
         ablate(demo_model, ["L1H0"], mode="pattern_preserving").hooks  # noqa: B018
+
+
+def via_hooks_l1h0(model, tokens):
+    return forward(model, tokens, ablate(model, ["L1H0"], "pattern_preserving").hooks_for(tokens))
 
 
 def test_icl_score_and_loss_by_position(demo_model, demo_data):

@@ -122,6 +122,19 @@ def test_cli_verify_and_ablate(capsys, tmp_path):
     assert "mean over: default repeated-token data" in capsys.readouterr().out
 
 
+def test_cli_on_a_pretrained_gpt2(tiny_gpt2_dir, capsys):
+    """A TransformerBridge with LayerNorm and MLPs (random weights: nothing to confirm)."""
+    target = ["--pretrained", str(tiny_gpt2_dir), "--samples", "8"]
+    assert main(["verify", *target]) == 0
+    assert "no candidate heads" in capsys.readouterr().out
+    assert main(["verify", *target, "--heads", "L1H0,L1H3"]) == 0
+    out = capsys.readouterr().out
+    assert "confirmed: none" in out and "does not beat the no-context baseline" in out
+    assert main(["ablate", *target, "--heads", "L1H0", "--mode", "pattern_preserving"]) == 0
+    out = capsys.readouterr().out
+    assert "ablating L1H0 (pattern_preserving)" in out and "icl_score" in out
+
+
 def test_shipped_tutorial_runs(capsys):
     runpy.run_path(str(ASSETS.parent / "tutorials" / "ablate_heads.py"), run_name="__main__")
     out = capsys.readouterr().out
