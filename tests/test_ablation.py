@@ -256,3 +256,28 @@ def test_bad_input(demo_model, demo_data):
         ablation_scan(demo_model, no_repeats, "loss", heads=["L1H0"])
     with pytest.raises(ValueError, match="only used by mode='mean'"):
         ablate(demo_model, [(1, 0)], reference=demo_data)
+
+
+def test_duck_typed_transformerlens3_model(circuit, circuit_scan):
+    from test_adapters import LegacyHookedTransformer
+
+    class Legacy(LegacyHookedTransformer):  # plus the TL 3 methods ablations use
+        def forward(self, tokens, **kwargs):
+            return self.inner(tokens, **kwargs)
+
+        def hooks(self, *args, **kwargs):
+            return self.inner.hooks(*args, **kwargs)
+
+        def run_with_hooks(self, tokens, fwd_hooks=(), **kwargs):
+            with self.inner.hooks(fwd_hooks=list(fwd_hooks)):
+                return self(tokens, **kwargs)
+
+    model, roles, batch = circuit
+    legacy = Legacy(model)
+    theirs = ablation_scan(legacy, batch, ["loss", "accuracy"], "zero")
+    for name in ("loss", "accuracy"):
+        torch.testing.assert_close(theirs.scores[name], circuit_scan.scores[name])
+    kept = ablation_scan(legacy, batch, "loss", "pattern_preserving", heads=[roles.induction])
+    assert kept.scores["loss"][roles.induction] == pytest.approx(
+        float(circuit_scan.scores["loss"][roles.induction]), abs=1e-4
+    )
