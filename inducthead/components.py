@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
 from inducthead.config import HookedTransformerConfig
+from inducthead.vmap_attention import folded_sdpa
 
 
 def _zeros_or_none(use_bias: bool, *shape: int) -> nn.Parameter | None:
@@ -118,6 +119,10 @@ class Attention(nn.Module):
     Both paths compute the same function (tested to 1e-5).
     """
 
+    # train_many runs the model under torch.func.vmap: it sets this so the fast path folds the
+    # vmapped models into one attention call (inducthead.vmap_attention).
+    fold_vmap = False
+
     def __init__(self, cfg: HookedTransformerConfig):
         super().__init__()
         self.cfg = cfg
@@ -214,12 +219,13 @@ class Attention(nn.Module):
         else:
             q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
             scale = 1.0 / self.cfg.attn_scale
+            sdpa = folded_sdpa if self.fold_vmap else F.scaled_dot_product_attention
             if bias is None:
-                z = F.scaled_dot_product_attention(q_, k_, v_, is_causal=True, scale=scale)
+                z = sdpa(q_, k_, v_, is_causal=True, scale=scale)
             else:
                 causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).triu(1)
                 mask = bias.masked_fill(causal, float("-inf")).to(q.dtype)
-                z = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=mask, scale=scale)
+                z = sdpa(q_, k_, v_, attn_mask=mask, scale=scale)
             z = z.transpose(1, 2)
         z = self.hook_z(z)
         if self.cfg.use_attn_result:

@@ -20,7 +20,6 @@ import contextlib
 import copy
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,10 +120,6 @@ def train_many(
     with contextlib.ExitStack() as stack:
         for run in runs:
             stack.enter_context(run.lock())
-        # The CPU flash-attention kernel has no vmap rule: torch loops over the K models inside
-        # that one op (measured: no slower than K separate runs) and warns each call.
-        stack.enter_context(warnings.catch_warnings())
-        warnings.filterwarnings("ignore", message=".*batching rule.*scaled_dot_product")
         return _Batched(models, runs, task, cfgs, device).train()
 
 
@@ -154,6 +149,8 @@ class _Batched:
             self._stack_optimizer_state()
         base = copy.deepcopy(models[0]).to("meta")
         base.check_inputs = False  # no data-dependent checks under vmap; batches are validated
+        for block in base.blocks:  # one attention call for all K models (vmap_attention)
+            block.attn.fold_vmap = True
 
         def loss_one(p, b, tokens, targets, mask):
             logits = functional_call(base, (p, b), (tokens,))
@@ -230,6 +227,21 @@ class _Batched:
         for g in grads:
             g.mul_(factor.view(-1, *[1] * (g.ndim - 1)))
 
+    def step(self, step: int, amp: bool = False) -> torch.Tensor:
+        """One batched update producing step `step`: the K losses `[K]` (no host sync)."""
+        cfg = self.cfg
+        for group in self.optim.param_groups:
+            group["lr"] = cfg.lr_at(step - 1)
+        tokens, targets, mask = self._batches(step)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = self.losses(self.params, self.buffers, tokens, targets, mask)
+        self.optim.zero_grad(set_to_none=True)
+        losses.sum().backward()  # model k's parameters get model k's gradient only
+        if cfg.grad_clip is not None:
+            self._clip(cfg.grad_clip)
+        self.optim.step()
+        return losses
+
     def train(self) -> list[rundir.Run]:
         cfg, K, device = self.cfg, self.K, self.device
         schedule = set(cfg.checkpoints())
@@ -298,16 +310,7 @@ class _Batched:
         )
         with _StopRequest() as stop, contextlib.closing(bar):
             for step in range(start + 1, cfg.steps + 1):
-                for group in self.optim.param_groups:
-                    group["lr"] = cfg.lr_at(step - 1)
-                tokens, targets, mask = self._batches(step)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    losses = self.losses(self.params, self.buffers, tokens, targets, mask)
-                self.optim.zero_grad(set_to_none=True)
-                losses.sum().backward()  # model k's parameters get model k's gradient only
-                if cfg.grad_clip is not None:
-                    self._clip(cfg.grad_clip)
-                self.optim.step()
+                losses = self.step(step, amp)
                 window += losses.detach().float()
                 window_n += 1
                 due_eval = step % cfg.eval_every == 0 or step in schedule

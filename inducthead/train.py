@@ -446,20 +446,7 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks, ddp=None) -> 
     try:
         with _StopRequest() as stop, model.hooks(fwd_hooks=hooks):
             for step in range(start + 1, cfg.steps + 1):
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr_at(step - 1)
-                batch = task.sample(cfg.batch_size, seed=data_seed(cfg.seed, step), device=device)
-                denominator = None
-                if ddp is not None:  # this rank's rows; scaled so DDP's mean is the global loss
-                    denominator = batch.mask.sum().clamp(min=1) / ddp.world_size
-                    batch = ddp.shard(batch)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    loss = masked_loss(forward(batch.tokens), batch, denominator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                loss = train_step(forward, model, optimizer, task, cfg, step, device, amp, ddp)
                 window += loss.detach()
                 window_n += 1
                 due_eval = step % cfg.eval_every == 0 or step in schedule
@@ -495,6 +482,27 @@ def _train_loop(model, task, cfg: TrainConfig, run, device, hooks, ddp=None) -> 
         model.check_inputs = True
     run.finish(model, step)
     return run
+
+
+def train_step(forward, model, optimizer, task, cfg, step, device, amp=False, ddp=None):
+    """One update producing step `step`: the step's batch (this rank's slice under DDP), forward
+    through `forward` (the model, or its compiled / DDP wrapper), backward, clipping, AdamW.
+    Returns the loss tensor (no host sync)."""
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.lr_at(step - 1)
+    batch = task.sample(cfg.batch_size, seed=data_seed(cfg.seed, step), device=device)
+    denominator = None
+    if ddp is not None:  # this rank's rows; scaled so DDP's mean is the global loss
+        denominator = batch.mask.sum().clamp(min=1) / ddp.world_size
+        batch = ddp.shard(batch)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        loss = masked_loss(forward(batch.tokens), batch, denominator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss
 
 
 def _restore(run, model, optimizer, ddp) -> tuple[int, dict[str, Any]]:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
@@ -29,7 +30,7 @@ def _close(a, b, tol=1e-5):
         for x, y in zip(a, b, strict=True):
             _close(x, y, tol)
     elif isinstance(a, float) and not isinstance(b, bool):
-        assert b == pytest.approx(a, abs=tol, rel=tol)
+        assert b == pytest.approx(a, abs=tol, rel=tol, nan_ok=True)
     else:
         assert a == b
 
@@ -90,3 +91,55 @@ def test_train_many_refusals(tmp_path):
     assert not (tmp_path / "seed_1").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="one distinct directory per seed"):
         train_many(small_model().cfg, TASK, [0, 1], cfg, [tmp_path / "a"])
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_folded_attention_equals_sdpa_under_vmap_and_outside(masked):
+    from torch.func import vmap
+
+    from inducthead.vmap_attention import folded_sdpa
+
+    g = torch.Generator().manual_seed(0)
+    K, B, H, T, D = 3, 2, 2, 5, 4
+    q, k, v = (torch.randn(K, B, H, T, D, generator=g, requires_grad=True) for _ in range(3))
+    # a per-model additive bias [K, H, T, T] (relative positions), causal -inf above the diagonal
+    causal = torch.ones(T, T, dtype=torch.bool).triu(1)
+    bias = torch.randn(K, H, T, T, generator=g).masked_fill(causal, float("-inf"))
+    bias.requires_grad_()
+    kw = {} if masked else {"is_causal": True}
+
+    def folded(q, k, v, m):
+        return folded_sdpa(q, k, v, attn_mask=m if masked else None, scale=0.3, **kw)
+
+    def reference(q, k, v, m):
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=m if masked else None, scale=0.3, **kw
+        )
+
+    grad = torch.randn(K, B, H, T, D, generator=g)
+    inputs = (q, k, v, bias) if masked else (q, k, v)
+    for fn in (vmap(folded), folded):  # under vmap (folded), and plain (recomputing backward)
+        out = fn(q, k, v, bias[:, None] if fn is folded else bias)
+        ref = torch.stack([reference(q[i], k[i], v[i], bias[i]) for i in range(K)])
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(
+            torch.autograd.grad(out, inputs, grad),
+            torch.autograd.grad(ref, inputs, grad),
+            strict=True,
+        ):
+            torch.testing.assert_close(a, b)
+
+
+def test_train_many_with_relative_positions_equals_train():
+    """Relative positions add a per-model learned mask to the folded attention call."""
+    cfg = small_model().cfg.replace(positional_embedding_type="relative", relative_window=8)
+    rec = recipe(steps=5)
+    runs = train_many(cfg, TASK, [0, 1], rec)
+    for seed, run in zip((0, 1), runs, strict=True):
+        alone = ih.train(ih.HookedTransformer(cfg.replace(seed=seed)), TASK, rec.replace(seed=seed))
+        for name, p in alone.model.state_dict().items():
+            torch.testing.assert_close(run.model.state_dict()[name], p, atol=1e-5, rtol=1e-5)
+        _close(
+            run.metrics.drop(columns="elapsed_s").to_dict("records"),
+            alone.metrics.drop(columns="elapsed_s").to_dict("records"),
+        )

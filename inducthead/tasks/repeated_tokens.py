@@ -89,7 +89,8 @@ class RepeatedTokens(Task):
         g = generator(seed, device)
         L, bos = self.content_len, self.bos_token_id
         n_content = self.d_vocab - (bos is not None)
-        period_table = torch.tensor(periods, device=device)
+        # non_blocking: a blocking host-to-GPU copy would synchronise the stream every step
+        period_table = torch.tensor(periods).to(device, non_blocking=True)
         p = period_table[torch.randint(len(periods), (batch_size,), generator=g, device=device)]
         # offset o uniform in [0, L - 2p]: at least two whole periods fit.
         o = (torch.rand(batch_size, generator=g, device=device) * (L - 2 * p + 1)).long()
