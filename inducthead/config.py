@@ -144,6 +144,11 @@ class HookedTransformerConfig:
 
     def __post_init__(self) -> None:
         self._validate_and_resolve()
+        # Runtime attributes TransformerLens tools read from `model.cfg` (TL 3 has them as fields);
+        # not part of the architecture, so not in to_dict() or hash(). The model keeps `device`
+        # current when it moves.
+        self.device: str | None = None
+        self.n_key_value_heads: int | None = None
 
     # ------------------------------------------------------------------ validation
     def _validate_and_resolve(self) -> None:

@@ -71,7 +71,7 @@ def to_bridge(model: HookedTransformer, tokenizer=None):
         raise RuntimeError(
             f"to_bridge: state-dict mismatch, missing={missing}, unexpected={unexpected}"
         )
-    return bridge
+    return bridge.train(model.training)  # same mode as ours (TL patching wants eval())
 
 
 def _bridge_state_dict(model: HookedTransformer) -> dict[str, Tensor]:

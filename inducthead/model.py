@@ -47,7 +47,8 @@ class HookedTransformer(HookedRootModule):
     >>> model.W_Q.shape                               # [n_layers, n_heads, d_model, d_head]
     """
 
-    def __init__(self, cfg: HookedTransformerConfig | dict | str):
+    def __init__(self, cfg: HookedTransformerConfig | dict | str, init: bool = True):
+        """`init=False` skips weight initialisation (the weights are about to be loaded)."""
         super().__init__()
         cfg = _resolve_config(cfg)
         self.cfg = cfg
@@ -62,9 +63,16 @@ class HookedTransformer(HookedRootModule):
         self.blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = make_norm(cfg)
         self.unembed = Unembed(cfg)
-        if cfg.init_weights:
+        if cfg.init_weights and init:
             self.init_weights()
+        self.cfg.device = str(self.embed.W_E.device)
         self.setup()  # names the HookPoints (HookedRootModule)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Keep `cfg.device` (read by TransformerLens tools) current through .to()/.cuda()/..."""
+        out = super()._apply(fn, *args, **kwargs)
+        self.cfg.device = str(self.embed.W_E.device)
+        return out
 
     # ------------------------------------------------------------------ init
     def init_weights(self) -> None:

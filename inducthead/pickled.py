@@ -82,8 +82,7 @@ def load_pickle(
 
     from inducthead.model import HookedTransformer
 
-    model = HookedTransformer(cfg.replace(init_weights=False))  # weights come from the file
-    model.cfg = cfg
+    model = HookedTransformer(cfg, init=False)  # weights come from the file
     model.load_state_dict(tl3_to_inducthead(state, model, path))
     model.eval()
     return model.to(device) if device else model

@@ -85,8 +85,7 @@ def load_pretrained(
         raise
     except Exception as e:  # noqa: BLE001 - HF raises many types for "not available"
         if path.exists():
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PretrainedLoadError(f"could not boot the local model {path}: {first}") from e
+            raise PretrainedLoadError(f"could not boot the local model {path}: {e}") from e
         reason = (
             "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face Hub could not be reached"
         )

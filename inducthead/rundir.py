@@ -453,8 +453,7 @@ def load_checkpoint(path: str | Path, device: str | None = None):
 
     tensors, meta = ckpt.read_checkpoint(path)
     cfg = HookedTransformerConfig.from_json(meta["config"])
-    model = HookedTransformer(cfg.replace(init_weights=False))  # weights come from the file
-    model.cfg = cfg
+    model = HookedTransformer(cfg, init=False)  # weights come from the file
     model.load_state_dict(ckpt.model_state(tensors))
     model.eval()
     return model.to(device) if device else model

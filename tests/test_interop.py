@@ -61,3 +61,25 @@ def test_unsupported_positions_raise_a_clear_error(pos):
 def test_to_bridge_rejects_other_objects():
     with pytest.raises(TypeError, match="HookedTransformer"):
         ih.to_bridge(torch.nn.Linear(2, 2))
+
+
+def test_transformerlens_patching_runs_on_our_model_and_matches_the_bridge():
+    from transformer_lens import patching
+
+    model = perturbed(ih.HookedTransformer(tiny_config(attn_only=True, normalization_type=None)))
+    model.eval()
+    assert model.cfg.device == "cpu"
+    bridge = ih.to_bridge(model).eval()
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(model.cfg.d_vocab, (2, 8), generator=g)
+    corrupted = torch.randint(model.cfg.d_vocab, (2, 8), generator=g)
+
+    def metric(logits):
+        return logits[:, -1, 0].mean()
+
+    results = []
+    for m in (model, bridge):
+        _, cache = m.run_with_cache(clean)
+        results.append(patching.get_act_patch_attn_head_out_all_pos(m, corrupted, cache, metric))
+    assert results[0].shape == (2, 4)
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
