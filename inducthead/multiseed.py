@@ -39,6 +39,7 @@ from inducthead.train import (
     compiled_forward,
     data_seed,
     evaluate,
+    make_optimizer,
     masked_loss,
     resolve_device,
 )
@@ -132,19 +133,12 @@ class _Batched:
         self.seeds = [c.seed for c in cfgs]
         self.K = len(models)
         cfg = self.cfg
-        self.optims = [
-            torch.optim.AdamW(
-                m.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-            )
-            for m in models
-        ]
+        self.optims = [make_optimizer(m.parameters(), cfg, device) for m in models]
         self.start, self.extras = self._restore()
         params, buffers = stack_module_state(models)
         self.names = list(params)
         self.params, self.buffers = params, buffers
-        self.optim = torch.optim.AdamW(
-            list(params.values()), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
-        )
+        self.optim = make_optimizer(params.values(), cfg, device)
         if self.start:
             self._stack_optimizer_state()
         base = copy.deepcopy(models[0]).to("meta")
