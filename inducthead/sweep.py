@@ -12,8 +12,8 @@ A spec (JSON; YAML too when PyYAML is installed, e.g. with `pip install 'inducth
       "set": {"train.steps": 600, "train.eval_every": 10},        # every cell
       "grid": {                                                   # the cartesian product
         "train.lr": [0.01, 0.003],
-        "N": [{"task.seq_len": 64, "model.n_ctx": 64},            # a named axis moves
-              {"task.seq_len": 128, "model.n_ctx": 128}]          # several fields together
+        "N": [{"label": 64, "task.seq_len": 64, "model.n_ctx": 64},   # a named axis moves
+              {"label": 128, "task.seq_len": 128, "model.n_ctx": 128}]  # several fields together
       },
       "retries": 1,                        # extra attempts for a failed cell (default 1)
       "threshold": 0.5                     # emergence threshold (default 0.5)
@@ -191,8 +191,12 @@ def plan(spec: dict[str, Any]) -> list[Cell]:
         points = []
         for value in values:
             if isinstance(value, dict):  # a named axis: several fields per point
+                value = dict(value)
+                label = value.pop("label", None)
                 changes = {_check_key(k, f"grid[{axis!r}]"): v for k, v in value.items()}
-                label = "-".join(_label(v) for v in changes.values())
+                label = (
+                    _label(label) if label is not None else "-".join(map(_label, changes.values()))
+                )
             else:
                 changes = {_check_key(axis, "grid"): value}
                 label = _label(value)

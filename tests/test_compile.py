@@ -69,3 +69,13 @@ def test_compiled_training_with_an_editing_hook_matches_eager():
         torch.testing.assert_close(
             torch.tensor(b.values), torch.tensor(a.values), atol=1e-5, rtol=0
         )
+
+
+def test_train_many_compiled_matches_eager():
+    from inducthead.multiseed import train_many
+
+    cfg = recipe(steps=3)
+    eager = train_many(small_model().cfg, TASK, [0, 1], cfg)
+    compiled = train_many(small_model().cfg, TASK, [0, 1], cfg.replace(compile=BACKEND))
+    for a, b in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(b.model.W_Q, a.model.W_Q, atol=1e-5, rtol=1e-5)

@@ -19,7 +19,7 @@ def test_plan_builds_the_grid_and_safe_cell_names(tmp_path):
             "train.lr": [0.01, 0.003],
             "N": [
                 {"task.seq_len": 64, "model.n_ctx": 64},
-                {"task.seq_len": 96, "model.n_ctx": 96},
+                {"label": "long", "task.seq_len": 96, "model.n_ctx": 96},
             ],
             "model.model_name": ["../../escape", "/abs"],
         },
@@ -38,6 +38,7 @@ def test_plan_builds_the_grid_and_safe_cell_names(tmp_path):
         0,
     )
     assert cells[1].seed == 1 and cells[1].build()[0].seed == 1
+    assert cells[4].params["N"] == "long" and cells[4].build()[0].n_ctx == 96
     for cell in cells:  # grid values never make a path outside the sweep directory
         assert "/" not in cell.name and not cell.name.startswith(".")
         path = sweep.safe_child(tmp_path, cell.name).resolve()
