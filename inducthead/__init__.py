@@ -9,8 +9,10 @@ from inducthead.causal_metrics import icl_score, loss_by_position
 from inducthead.clamp import clamp
 from inducthead.config import HookedTransformerConfig
 from inducthead.detect import DetectionReport, Thresholds, detect
+from inducthead.emergence import emergence_step
 from inducthead.interop import to_bridge
 from inducthead.model import HookedTransformer
+from inducthead.multiseed import train_many
 from inducthead.patching import patch_heads, path_patch
 from inducthead.pickled import load_pickle
 from inducthead.pretrained import load_pretrained
@@ -26,6 +28,7 @@ __all__ = [
     "tasks",
     "to_bridge",
     "train",
+    "train_many",
     "TrainConfig",
     "load",
     "load_pickle",
@@ -44,4 +47,5 @@ __all__ = [
     "patch_heads",
     "path_patch",
     "clamp",
+    "emergence_step",
 ]

@@ -290,7 +290,7 @@ class _Batched:
 
         for m in self.models:
             m.train()
-        if start == 0:
+        if start == 0 and not any(run.resuming for run in self.runs):  # resumed at 0: row exists
             record(0, None)
             if 0 in schedule:
                 save(0)

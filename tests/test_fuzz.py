@@ -184,7 +184,8 @@ def test_a_few_training_steps_on_random_models(cfg, lr, schedule):
         return
     # The head-score probe logged while training needs two repeats of a period >= 2; contexts and
     # vocabularies too small for it log NaN scores (undefined), never crash.
-    probe_fits = min((cfg.n_ctx - (cfg.bos_token_id is not None)) // 2, cfg.d_vocab - 1) >= 2
+    bos = cfg.bos_token_id is not None
+    probe_fits = min((cfg.n_ctx - bos) // 2, cfg.d_vocab - bos) >= 2
     recipe = ih.TrainConfig(
         steps=3,
         batch_size=2,

@@ -143,3 +143,11 @@ def test_train_many_with_relative_positions_equals_train():
             run.metrics.drop(columns="elapsed_s").to_dict("records"),
             alone.metrics.drop(columns="elapsed_s").to_dict("records"),
         )
+
+
+def test_train_many_resumed_at_step_zero_logs_step_zero_once(tmp_path):
+    cfg = recipe(steps=4, checkpoint_steps=(0,))
+    train_many(small_model().cfg, TASK, [0, 1], cfg.replace(steps=0), tmp_path)
+    runs = train_many(small_model().cfg, TASK, [0, 1], cfg, tmp_path, resume=True)
+    for run in runs:
+        assert run.metrics.step.tolist().count(0) == 1
