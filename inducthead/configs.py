@@ -172,6 +172,23 @@ def get(name: str) -> Preset:
     return _PRESETS[name]
 
 
+def resolve(spec) -> HookedTransformerConfig:
+    """A model config from a HookedTransformerConfig, a config dict (ours or TransformerLens 3's
+    `cfg.to_dict()`), a preset name or a `Preset`; TypeError otherwise."""
+    if isinstance(spec, HookedTransformerConfig):
+        return spec
+    if isinstance(spec, dict):
+        return HookedTransformerConfig.from_dict(spec)
+    if isinstance(spec, str):
+        return get(spec).model
+    if isinstance(spec, Preset):
+        return spec.model
+    raise TypeError(
+        "expected a HookedTransformerConfig, a config dict or a preset name (see "
+        f"inducthead.configs.list()), got {type(spec).__name__}."
+    )
+
+
 def register(preset: Preset, overwrite: bool = False) -> None:
     """Add a preset (paper reproductions register theirs here)."""
     if preset.name in _PRESETS and not overwrite:

@@ -46,6 +46,16 @@ class DetectionReport(HeadTable):
     """
 
     title = "inducthead.detect"
+    COLUMNS = (
+        "label",
+        "prefix_matching",
+        "copying_empirical",
+        "copying_eigen",
+        "previous_token",
+        "duplicate_token",
+        "k_composition",
+        "role",
+    )  # the table the CLI prints
 
     def __init__(self, scores, thresholds, probe, model_name, k_composition_source, warnings):
         self.scores = scores
@@ -167,17 +177,9 @@ class DetectionReport(HeadTable):
 
     def table(self) -> str:
         """The per-head table as text (what the CLI prints)."""
-        cols = [
-            "label",
-            "prefix_matching",
-            "copying_empirical",
-            "copying_eigen",
-            "previous_token",
-            "duplicate_token",
-            "k_composition",
-            "role",
-        ]
-        return self.to_dataframe()[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}")
+        return self.to_dataframe()[list(self.COLUMNS)].to_string(
+            index=False, float_format=lambda x: f"{x:.3f}"
+        )
 
     def __repr__(self) -> str:
         n_layers, n_heads = self.shape
@@ -206,17 +208,6 @@ class DetectionReport(HeadTable):
             "<br>",
             html_heads("duplicate-token heads", self.duplicate_token_heads),
             "</p>",
-            self.html_table(
-                [
-                    "label",
-                    "prefix_matching",
-                    "copying_empirical",
-                    "copying_eigen",
-                    "previous_token",
-                    "duplicate_token",
-                    "k_composition",
-                    "role",
-                ]
-            ),
+            self.html_table(list(self.COLUMNS)),
         ]
         return "".join(parts)

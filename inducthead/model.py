@@ -21,24 +21,6 @@ from inducthead.config import HookedTransformerConfig
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-def _resolve_config(cfg) -> HookedTransformerConfig:
-    if isinstance(cfg, HookedTransformerConfig):
-        return cfg
-    if isinstance(cfg, dict):
-        return HookedTransformerConfig.from_dict(cfg)
-    if isinstance(cfg, str):
-        from inducthead import configs
-
-        return configs.get(cfg).model
-    model_cfg = getattr(cfg, "model", None)  # a configs.Preset
-    if isinstance(model_cfg, HookedTransformerConfig):
-        return model_cfg
-    raise TypeError(
-        "HookedTransformer expects a HookedTransformerConfig, a config dict or a preset name "
-        f"(see inducthead.configs.list()), got {type(cfg).__name__}."
-    )
-
-
 class HookedTransformer(HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
@@ -50,7 +32,9 @@ class HookedTransformer(HookedRootModule):
     def __init__(self, cfg: HookedTransformerConfig | dict | str, init: bool = True):
         """`init=False` skips weight initialisation (the weights are about to be loaded)."""
         super().__init__()
-        cfg = _resolve_config(cfg)
+        from inducthead.configs import resolve  # configs imports train, which imports us
+
+        cfg = resolve(cfg)
         self.cfg = cfg
         self.tokenizer = None
         # Token-range checks cost a device sync; the trainer turns them off for batches it built.

@@ -114,18 +114,9 @@ def _resolve_config(config: Any, path: Path) -> HookedTransformerConfig:
             f"{path}: a state dict does not record its architecture; pass config= (a "
             "HookedTransformerConfig, a TransformerLens 3 cfg.to_dict(), or a preset name)."
         )
-    if isinstance(config, HookedTransformerConfig):
-        return config
-    if isinstance(config, dict):
-        return HookedTransformerConfig.from_dict(config)
-    if isinstance(config, str):
-        from inducthead import configs
+    from inducthead.configs import resolve
 
-        return configs.get(config).model
-    raise TypeError(
-        f"config must be a HookedTransformerConfig, a dict or a preset name, got "
-        f"{type(config).__name__}."
-    )
+    return resolve(config)
 
 
 def tl3_to_inducthead(state: dict[str, Tensor], model, path: str | Path = "state dict"):
