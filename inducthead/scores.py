@@ -197,18 +197,25 @@ def copying_from_cache(
     See `empirical_copying_score`."""
     b_idx, q_idx = rows.nonzero(as_tuple=True)
     n_cand = len(candidates)
-    out = torch.einsum("nhd,hdm->nhm", z[b_idx, q_idx].float(), W_O.float())  # head outputs
-    direct = out @ unembed[:, candidates].float()  # [n, h, C] direct logit effects
+    # direct logit effects [n, h, C] of each head's output z·W_O through `unembed`; W_O·U first:
+    # h·d_head·d_model·C + n·h·d_head·C multiply-adds instead of n·h·d_model·C.
+    out_unembed = torch.einsum("hdm,mc->hdc", W_O.float(), unembed[:, candidates].float())
+    direct = torch.einsum("nhd,hdc->nhc", z[b_idx, q_idx].float(), out_unembed)
     size = max(int(candidates.max()), int(tokens.max())) + 1
     lookup = torch.full((size,), -1, dtype=torch.long, device=tokens.device)
     lookup[candidates] = torch.arange(n_cand, device=tokens.device)
     weights = pattern[b_idx, :, q_idx]  # [n, h, k] attention of each selected query
     top = weights.topk(min(top_keys, weights.shape[-1]), dim=-1)  # the most attended keys
     attended = lookup[tokens[b_idx]].gather(-1, top.indices.flatten(1)).view_as(top.indices)
+    # Effects equal to within 1e-5 of the row's largest one are ties (float rounding): compare
+    # them on that grid.
+    grid = 1e-5 * direct.abs().amax(-1, keepdim=True).clamp(min=1e-30)
+    direct = (direct / grid).round_()
     target = direct.gather(-1, attended.clamp(min=0))  # [n, h, top]
     # (#candidates gaining less - #gaining more) / (C - 1); the token itself contributes 0.
     # Tokens the unembedding cannot produce (id >= d_vocab_out) count as no preference.
-    stat = (target[..., None] - direct[:, :, None, :]).sign_().sum(-1) / max(n_cand - 1, 1)
+    diff = target[..., None] - direct[:, :, None, :]
+    stat = diff.sign_().sum(-1) / max(n_cand - 1, 1)
     stat = stat * (attended >= 0)
     share = top.values / top.values.sum(-1, keepdim=True).clamp(min=1e-30)
     return (share * stat).sum((0, 2)), len(b_idx)
