@@ -22,7 +22,7 @@ class Thresholds:
       head crosses prefix matching 0.3 between steps 225 (0.13) and 250 (0.50).
     - The hand-built circuit's heads score 1.0 / ±1.0 where they should and ~0 elsewhere.
 
-    Each default sits roughly 4-10x above the untrained maximum and far below trained heads, so a
+    Each default sits roughly 3-10x above the untrained maximum and far below trained heads, so a
     head passes once a clear minority of its attention (or copying preference) is structured.
     """
 
