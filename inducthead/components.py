@@ -30,7 +30,9 @@ class Embed(nn.Module):
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
 
     def forward(self, tokens: Tensor) -> Tensor:
-        return self.W_E[tokens]
+        # F.embedding, not W_E[tokens]: indexing's backward accumulates with several CPU threads
+        # in a varying order, so training would not be bitwise reproducible.
+        return F.embedding(tokens, self.W_E)
 
 
 class PosEmbed(nn.Module):
@@ -168,7 +170,8 @@ class Attention(nn.Module):
         if kind == "alibi":
             return -self.alibi_slopes[:, None, None] * offset.clamp(min=0)
         window = self.b_rel.shape[1]
-        bias = self.b_rel[:, offset.clamp(0, window - 1)]
+        # embedding lookup (deterministic backward) of each offset's bias: [q, k, head]
+        bias = F.embedding(offset.clamp(0, window - 1), self.b_rel.T).permute(2, 0, 1)
         return bias.masked_fill(offset >= window, float("-inf"))
 
     def rotate(self, x: Tensor) -> Tensor:

@@ -239,3 +239,22 @@ def test_task_model_mismatch_is_reported():
             RepeatedTokens(d_vocab=64, seq_len=32, max_period=16, held_out_periods=()),
             recipe(steps=1),
         )
+
+
+def test_training_is_bitwise_reproducible_with_several_threads():
+    """Two identical runs give identical weights with 2 CPU threads: no backward op may
+    accumulate in a thread-dependent order (W_E[tokens]'s did; the embedding lookup does not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        preset = ih.configs.get("demo")
+        cfg = preset.train.replace(steps=30, progress=False, device="cpu", eval_every=30)
+        runs = [
+            ih.train(ih.HookedTransformer(preset.model), preset.make_task(), cfg) for _ in range(2)
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    for (name, a), b in zip(
+        runs[0].model.state_dict().items(), runs[1].model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
