@@ -27,6 +27,7 @@ def held_out_scores(model, task: RepeatedTokens, n_samples: int = 10) -> dict[in
 def summary(model, task: RepeatedTokens, seconds: float, out_dir: Path | None = None) -> str:
     """A per-head table and the verdicts, as printed by `inducthead demo`."""
     from inducthead.detect import detect
+    from inducthead.verify import verify
 
     pm = held_out_scores(model, task)
     report = detect(model)
@@ -51,10 +52,15 @@ def summary(model, task: RepeatedTokens, seconds: float, out_dir: Path | None = 
         for h in range(cfg.n_heads)
         if worst_pm[l, h] >= DEMO_BAR
     ]
+    causal = verify(model)
+    confirmed = ", ".join(f"L{l}H{h}" for l, h in causal.confirmed) or "none"
     lines += [
         "",
         f"prefix matching >= {DEMO_BAR} at every held-out period: {', '.join(held_out) or 'none'}",
         "inducthead.detect:",
         *(f"  {line}" for line in report.summary_lines()[:4]),
+        f"inducthead.verify: causal role confirmed for {confirmed} (clean loss "
+        f"{causal.clean['loss']:.3f}, no-context baseline {causal.baseline['loss']:.3f}; run "
+        "`inducthead verify RUN_DIR` for the evidence)",
     ]
     return "\n".join(lines)

@@ -66,6 +66,7 @@ def test_demo_prints_the_head_table(tmp_path, capsys):
     assert code == 0
     assert "p=13" in out and "p=25" in out and "p=37" in out and "L1H1" in out
     assert "prefix matching >= 0.5 at every held-out period" in out and "induction heads:" in out
+    assert "inducthead.verify: causal role confirmed for" in out
     # running it again replaces the earlier demo run rather than refusing
     code, _, _ = run_cli(
         ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
