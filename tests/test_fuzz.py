@@ -236,6 +236,36 @@ def test_detect_on_random_models(model_tokens):
     assert repr(report) and report.table()
 
 
+def _mean_logit(logits, batch) -> float:
+    return float(logits.detach().float().mean())
+
+
+@FUZZ
+@given(models_and_tokens(), st.sampled_from(["zero", "mean", "pattern_preserving"]))
+def test_ablation_on_random_models(model_tokens, mode):
+    """Every head's ablation effect is a finite number whatever the architecture, and the
+    context manager reproduces the scan's effect of the head it ablates; sequences too short to
+    score give a ValueError saying so."""
+    model, tokens = model_tokens
+    cfg = model.cfg
+    reference = {"reference": tokens} if mode == "mean" else {}
+    if tokens.shape[1] < 3:
+        with pytest.raises(ValueError, match="at least 3 tokens"):
+            ih.ablation_scan(model, tokens, _mean_logit, mode, **reference)
+        return
+    scan = ih.ablation_scan(model, tokens, _mean_logit, mode, **reference)
+    effect = scan.scores["_mean_logit"]
+    assert effect.shape == (cfg.n_layers, cfg.n_heads) and _finite(effect)
+    assert math.isfinite(scan.clean["_mean_logit"])
+    head = (cfg.n_layers - 1, cfg.n_heads - 1)
+    with ih.ablate(model, [head], mode=mode, **reference):
+        logits = model(tokens)
+    assert logits.shape == (*tokens.shape, cfg.d_vocab_out) and _finite(logits)
+    assert _mean_logit(logits, None) - scan.clean["_mean_logit"] == pytest.approx(
+        float(effect[head]), abs=1e-4, rel=1e-4
+    )
+
+
 # ---------------------------------------------------------------------------------- invalid configs
 NOT_POSITIVE_INT = [0, -3, 2.5, "4", None, True, float("nan")]
 NOT_POSITIVE_FLOAT = [0, -0.5, float("nan"), float("inf"), "1e-5", True, None]
