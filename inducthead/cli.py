@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (runs/demo)")
     _add_train_args(p)
     p.set_defaults(func=cmd_demo)
-    from inducthead.sweep import add_sweep_parser
+    from inducthead.sweep_cli import add_sweep_parser
 
     add_sweep_parser(sub)
     from inducthead.causal_cli import add_causal_parsers

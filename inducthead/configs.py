@@ -14,7 +14,7 @@ from typing import Any
 
 from inducthead.config import HookedTransformerConfig
 from inducthead.tasks import Task, from_dict
-from inducthead.train import TrainConfig
+from inducthead.train_config import TrainConfig
 
 
 @dataclass(frozen=True)

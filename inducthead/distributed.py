@@ -95,7 +95,7 @@ def from_env(device: str | torch.device | None) -> DistContext | None:
     started it; None for an ordinary single-process run."""
     if launched_world_size() <= 1 or not dist.is_available():
         return None
-    from inducthead.train import resolve_device
+    from inducthead.train_config import resolve_device
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device in (None, "auto"):

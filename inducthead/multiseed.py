@@ -31,18 +31,17 @@ from tqdm.auto import tqdm
 from inducthead import rundir
 from inducthead.config import HookedTransformerConfig
 from inducthead.model import HookedTransformer
+from inducthead.speed import compiled_forward
 from inducthead.tasks.base import Batch, Task
 from inducthead.train import (
-    TrainConfig,
     TrainingDiverged,
     _StopRequest,
-    compiled_forward,
     data_seed,
     evaluate,
     make_optimizer,
     masked_loss,
-    resolve_device,
 )
+from inducthead.train_config import TrainConfig, resolve_device
 
 
 def _resolve(config, task, train_config):

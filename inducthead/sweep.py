@@ -37,7 +37,6 @@ OUT on a shared filesystem). Install with `pip install 'inducthead[ray]'`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -116,7 +115,7 @@ class Cell:
         """(model config, task, train config) of this cell; ValueError naming a bad field."""
         from inducthead import configs
         from inducthead.tasks import from_dict
-        from inducthead.train import TrainConfig
+        from inducthead.train_config import TrainConfig
 
         preset = configs.get(self.preset).with_seed(self.seed)
         changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
@@ -488,44 +487,3 @@ def run_sweep(
         result = SweepResult(sweep_dir, [rows[c.name] for c in cells], axes)
         result.write()
     return result
-
-
-# ---------------------------------------------------------------------------------- CLI
-def add_sweep_parser(subparsers) -> None:
-    """Register `inducthead sweep` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "sweep",
-        help="run a grid of runs (presets x parameters x seeds) and tabulate emergence",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("spec", type=Path, help="sweep spec (.json, or .yaml with PyYAML)")
-    p.add_argument("--out", type=Path, help="sweep directory (default: the spec's `out`)")
-    p.add_argument("--backend", choices=("local", "ray"), default="local")
-    p.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
-    p.add_argument("--retries", type=int, help="extra attempts per failed cell (default 1)")
-    p.add_argument("--cpus-per-cell", type=float, default=1, help="Ray CPUs per cell (1)")
-    p.add_argument("--gpus-per-cell", type=float, default=0, help="Ray GPUs per cell (0)")
-    p.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
-    p.set_defaults(func=cmd_sweep)
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    if (args.address or args.ray_cpus) and args.backend != "ray":
-        raise SweepError("--address and --ray-cpus apply to --backend ray.")
-    if args.address and args.ray_cpus:
-        raise SweepError(
-            "--ray-cpus sizes a local Ray cluster; an existing one (--address) has its own."
-        )
-    result = run_sweep(
-        args.spec,
-        args.out,
-        backend=args.backend,
-        address=args.address,
-        retries=args.retries,
-        cpus_per_cell=args.cpus_per_cell,
-        gpus_per_cell=args.gpus_per_cell,
-        ray_cpus=args.ray_cpus,
-    )
-    print(result.table())
-    print(f"results: {result.path / 'results.csv'}")
-    return 1 if result.failed else 0

@@ -8,7 +8,7 @@ import torch
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
-from inducthead.train import compiled_forward
+from inducthead.speed import compiled_forward
 
 BACKEND = "aot_eager"
 

@@ -7,7 +7,8 @@ import torch
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
-from inducthead.train import cpu_threads, make_optimizer
+from inducthead.speed import cpu_threads
+from inducthead.train import make_optimizer
 
 
 def test_cpu_threads_apply_during_training_and_are_restored():
