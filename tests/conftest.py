@@ -34,6 +34,15 @@ def perturbed(
     return model
 
 
+@pytest.fixture
+def one_cpu_thread():
+    """Tiny models run fastest on one thread, and far faster on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_model() -> ih.HookedTransformer:
     """The demo preset trained for 800 steps (shipped in assets/, made by `make assets`)."""

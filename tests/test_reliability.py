@@ -65,13 +65,7 @@ def recipe(**changes) -> ih.TrainConfig:
     return ih.TrainConfig(**base)
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread, and far faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------- the worker

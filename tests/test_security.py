@@ -24,13 +24,7 @@ from inducthead.tasks import RepeatedTokens
 PACKAGE = Path(ih.__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Tiny models run fastest on one thread, and far faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------- pickles
