@@ -115,6 +115,10 @@ def _olsson(n_layers: int, small: bool) -> Preset:
         normalization_type=None,
         positional_embedding_type="shortformer",
         bos_token_id=256,
+        # -small: N(0, 1) embeddings, as in the demo (measured on 2 CPU cores, 2 layers, 3000
+        # steps: held-out loss 1.45 vs 2.15 nats/byte and previous-token 0.44 vs 0.05 with the
+        # default init; induction heads still forming at the end, prefix matching 0.06).
+        embed_init_std=1.0 if small else None,
         seed=0,
         model_name=f"olsson-attn-only-{n_layers}l" + ("-small" if small else ""),
     )
@@ -122,7 +126,7 @@ def _olsson(n_layers: int, small: bool) -> Preset:
     recipe = TrainConfig(
         steps=3000 if small else 20000,
         batch_size=16 if small else 32,
-        lr=1e-3,
+        lr=3e-3 if small else 1e-3,
         betas=(0.9, 0.95),
         weight_decay=0.01,
         warmup_steps=100 if small else 1000,
