@@ -7,10 +7,9 @@ from pathlib import Path
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", nargs="?", type=Path, help="run directory or checkpoint file")
-    p.add_argument("--pretrained", metavar="NAME_OR_PATH", help="Hugging Face name or directory")
-    p.add_argument("--step", type=int, help="checkpoint step of a run directory (default: newest)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
+    from inducthead.cli import add_target_args
+
+    add_target_args(p)
     p.add_argument("--samples", type=int, default=64, help="repeated-token sequences (default 64)")
     p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
 

@@ -57,11 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "detect", help="find induction heads in a run, checkpoint or pretrained model"
     )
-    p.add_argument("target", nargs="?", type=Path, help="run directory or checkpoint file")
-    p.add_argument("--pretrained", metavar="NAME_OR_PATH", help="Hugging Face name or directory")
-    p.add_argument("--step", type=int, help="checkpoint step of a run directory (default: newest)")
+    add_target_args(p)
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
     p.add_argument("--period", type=int, default=25, help="probe period (default 25)")
     p.add_argument(
         "--samples", type=int, default=10, help="probe sequences per period (default 10)"
@@ -152,6 +149,14 @@ def cmd_configs(args) -> int:
         f"  train: {preset.train.to_dict()}"
     )
     return 0
+
+
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    """TARGET / --pretrained / --step / --device: the model a command analyses (`load_target`)."""
+    p.add_argument("target", nargs="?", type=Path, help="run directory or checkpoint file")
+    p.add_argument("--pretrained", metavar="NAME_OR_PATH", help="Hugging Face name or directory")
+    p.add_argument("--step", type=int, help="checkpoint step of a run directory (default: newest)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model loads)")
 
 
 def load_target(args):

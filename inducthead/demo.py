@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from inducthead import scores
+from inducthead.results import head_label
 from inducthead.tasks import RepeatedTokens
 
 # A head whose held-out prefix-matching and previous-token scores pass 0.5 attends mostly to the
@@ -44,16 +45,16 @@ def summary(model, task: RepeatedTokens, seconds: float, out_dir: Path | None = 
         for h in range(cfg.n_heads):
             cells = "".join(f"  {pm[p][l, h].item():6.3f}" for p in periods)
             copy = report.scores["copying_empirical"][l, h].item()
-            lines.append(f"L{l}H{h}  {cells}  {copy:7.3f}  {prev[l, h].item():9.3f}")
+            lines.append(f"{head_label((l, h))}  {cells}  {copy:7.3f}  {prev[l, h].item():9.3f}")
     worst_pm = torch.stack([pm[p] for p in periods]).min(0).values
     held_out = [
-        f"L{l}H{h}"
+        head_label((l, h))
         for l in range(1, cfg.n_layers)
         for h in range(cfg.n_heads)
         if worst_pm[l, h] >= DEMO_BAR
     ]
     causal = verify(model)
-    confirmed = ", ".join(f"L{l}H{h}" for l, h in causal.confirmed) or "none"
+    confirmed = ", ".join(head_label(h) for h in causal.confirmed) or "none"
     lines += [
         "",
         f"prefix matching >= {DEMO_BAR} at every held-out period: {', '.join(held_out) or 'none'}",
