@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 import inducthead as ih
-from inducthead import checkpoint as ckpt
+from inducthead.runs import checkpoint as ckpt
 
 OUT = Path(__file__).resolve().parent / "demo"
 # Steps kept: the start, the plateau, the phase change (~200-350 on the CPU) and the end.

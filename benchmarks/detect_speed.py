@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 import inducthead as ih
-from inducthead import scores as S
-from inducthead.adapters import ModelAdapter
-from inducthead.detect import plan_probe
+from inducthead.analysis import ModelAdapter
+from inducthead.analysis import scores as S
+from inducthead.analysis.detect import plan_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

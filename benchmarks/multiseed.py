@@ -31,9 +31,8 @@ from pathlib import Path
 import torch
 
 import inducthead as ih
-from inducthead import rundir
-from inducthead.multiseed import _Batched, train_many
-from inducthead.train import make_optimizer, train_step
+from inducthead.runs import RunWriter
+from inducthead.training import VmappedStepper, make_optimizer, train_many, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record  # noqa: E402
@@ -56,8 +55,9 @@ def steps_interleaved(preset, seeds, cfg, chunks: int, chunk: int) -> tuple[list
         m.check_inputs = False
     optims = [make_optimizer(m.parameters(), cfg, device) for m in solo]
     stacked = [ih.HookedTransformer(preset.model.replace(seed=s)).to(device) for s in seeds]
-    runs = [rundir.Run.create(None, m, task, c) for m, c in zip(stacked, cfgs, strict=True)]
-    batched = _Batched(stacked, runs, task, cfgs, device)
+    writers = [RunWriter.create(None, m, task, c) for m, c in zip(stacked, cfgs, strict=True)]
+    batched = VmappedStepper(stacked, task, cfgs, device)
+    batched.start(writers)
     amp = cfg.amp and device.type == "cuda"
 
     def sequential(step):
@@ -65,7 +65,7 @@ def steps_interleaved(preset, seeds, cfg, chunks: int, chunk: int) -> tuple[list
             train_step(m, m, o, task, c, step, device, amp)
 
     def together(step):
-        batched.step(step, amp)
+        batched.step(step)
 
     seq_t, tog_t = [], []
     step = 1
@@ -104,7 +104,7 @@ def setting(name: str, preset, seeds, cfg, rounds: int, to_disk: bool) -> tuple[
 
     def together():
         with tempfile.TemporaryDirectory() as tmp:
-            train_many(preset.model, task, seeds, cfg, tmp if to_disk else None)
+            train_many(preset.model, task, cfg, tmp if to_disk else None, seeds=seeds)
 
     together_s, sequential_s = [], []
     for r in range(rounds):

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import inducthead as ih
-from inducthead.speed import compiled_forward
 from inducthead.tasks import RepeatedTokens
-from inducthead.train import make_optimizer
+from inducthead.training import make_optimizer
+from inducthead.training.speed import compiled_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record  # noqa: E402

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 
 import inducthead as ih
-from inducthead.detect import detect
-from inducthead.handbuilt import induction_circuit
-from inducthead.patching import path_patch
-from inducthead.verify import verify
+from inducthead.analysis import detect
+from inducthead.causal import path_patch, verify
+from inducthead.model import induction_circuit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record  # noqa: E402

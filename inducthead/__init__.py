@@ -1,29 +1,37 @@
 """inducthead: train, find and causally verify induction heads.
 
-Data flows one way: config -> model -> train -> run dir -> detect / dynamics -> verify -> report.
+Data flows one way, and the subpackages follow it (README, "Architecture"):
+config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir (`runs`) ->
+`analysis` (detect) -> `causal` (verify); `sweep` and `cli` sit on top.
 """
 
-from inducthead import configs, tasks
-from inducthead.ablation import AblationResult, ablate, ablation_scan
-from inducthead.causal_metrics import icl_score, loss_by_position
-from inducthead.clamp import clamp
-from inducthead.config import HookedTransformerConfig
-from inducthead.detect import DetectionReport, Thresholds, detect
-from inducthead.emergence import emergence_step
-from inducthead.interop import to_bridge
-from inducthead.model import HookedTransformer
-from inducthead.multiseed import train_many
-from inducthead.patching import patch_heads, path_patch
-from inducthead.pickled import load_pickle
-from inducthead.pretrained import load_pretrained
-from inducthead.rundir import Run, load
-from inducthead.train import TrainConfig, train
-from inducthead.verify import CausalReport, verify
+from inducthead import presets, tasks
+from inducthead._version import __version__
+from inducthead.analysis import DetectionReport, Thresholds, detect, emergence_step
+from inducthead.causal import (
+    AblationResult,
+    CausalReport,
+    ablate,
+    ablation_scan,
+    clamp,
+    icl_score,
+    loss_by_position,
+    patch_heads,
+    path_patch,
+    verify,
+)
+from inducthead.model import HookedTransformer, HookedTransformerConfig, to_bridge
+from inducthead.recipe import TrainConfig
+from inducthead.runs import Run, load, load_pickle, load_pretrained
+from inducthead.training import train, train_many
 
-__version__ = "0.1.0"
+configs = presets  # the name earlier versions used for the preset registry
+
 __all__ = [
+    "__version__",
     "HookedTransformerConfig",
     "HookedTransformer",
+    "presets",
     "configs",
     "tasks",
     "to_bridge",

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead.ablation import ablate, ablation_scan, pattern_hooks, record_patterns
-from inducthead.adapters import ModelAdapter
-from inducthead.causal_metrics import (
+from inducthead.analysis import ModelAdapter
+from inducthead.causal.ablation import ablate, ablation_scan, pattern_hooks, record_patterns
+from inducthead.causal.metrics import (
     METRICS,
     batch_from_tokens,
     default_data,
@@ -17,8 +17,8 @@ from inducthead.causal_metrics import (
     loss_by_position,
     no_context_baseline,
 )
-from inducthead.handbuilt import induction_circuit
-from inducthead.probes import repeated_probe
+from inducthead.model import induction_circuit
+from inducthead.tasks.probes import repeated_probe
 
 SHORTCUT = 16  # the hand-built positional shortcut's period: right on half the data
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead.adapters import ModelAdapter
-from inducthead.handbuilt import induction_circuit
+from inducthead.analysis import ModelAdapter
+from inducthead.model import induction_circuit
 
 
 class LegacyHookedTransformer(torch.nn.Module):

@@ -6,7 +6,9 @@ import torch
 from conftest import perturbed, tiny_config
 
 import inducthead as ih
-from inducthead import checkpoint as ckpt
+from inducthead.recipe import checkpoint_schedule
+from inducthead.runs import checkpoint as ckpt
+from inducthead.runs import files
 
 
 def _model_and_optimizer():
@@ -18,16 +20,16 @@ def _model_and_optimizer():
 
 
 def test_schedule_is_log_spaced_and_complete():
-    steps = ckpt.checkpoint_schedule(10_000, 50)
+    steps = checkpoint_schedule(10_000, 50)
     assert len(steps) == 50 and steps[0] == 0 and steps[-1] == 10_000
     assert steps == sorted(set(steps))
     gaps = [b - a for a, b in zip(steps[1:], steps[2:], strict=False)]
     assert sum(s <= 100 for s in steps) > sum(s > 5000 for s in steps)  # dense early
     assert gaps[-1] > 50 * gaps[0]
-    assert ckpt.checkpoint_schedule(10, 50) == list(range(11))
-    assert ckpt.checkpoint_schedule(0, 50) == [0]
+    assert checkpoint_schedule(10, 50) == list(range(11))
+    assert checkpoint_schedule(0, 50) == [0]
     for total in (37, 100, 801, 12345):
-        s = ckpt.checkpoint_schedule(total, 20)
+        s = checkpoint_schedule(total, 20)
         assert len(s) == 20 and s[-1] == total
 
 
@@ -79,13 +81,13 @@ def test_pickle_files_are_refused(tmp_path):
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     target = tmp_path / "f.bin"
-    ckpt.atomic_write_bytes(target, b"old")
+    files.atomic_write_bytes(target, b"old")
 
     def fail(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr("os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        ckpt.atomic_write_bytes(target, b"new content")
+        files.atomic_write_bytes(target, b"new content")
     assert target.read_bytes() == b"old"
     assert [p.name for p in Path(tmp_path).iterdir()] == ["f.bin"]

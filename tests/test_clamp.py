@@ -3,12 +3,12 @@ import torch
 from conftest import tiny_config
 
 import inducthead as ih
-from inducthead.ablation import ablate
-from inducthead.causal_metrics import induction_attention
-from inducthead.clamp import clamp, induction_pattern, previous_token_pattern
-from inducthead.probes import induction_targets, repeated_probe
-from inducthead.scores import prefix_matching_score
+from inducthead.analysis import prefix_matching_score
+from inducthead.causal import ablate
+from inducthead.causal.clamp import clamp, induction_pattern, previous_token_pattern
+from inducthead.causal.metrics import induction_attention
 from inducthead.tasks import RepeatedTokens
+from inducthead.tasks.probes import induction_targets, repeated_probe
 
 
 def attn_only(**overrides):

@@ -8,7 +8,7 @@ import torch
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
-from inducthead.speed import compiled_forward
+from inducthead.training.speed import compiled_forward
 
 BACKEND = "aot_eager"
 
@@ -72,10 +72,10 @@ def test_compiled_training_with_an_editing_hook_matches_eager():
 
 
 def test_train_many_compiled_matches_eager():
-    from inducthead.multiseed import train_many
+    from inducthead.training import train_many
 
     cfg = recipe(steps=3)
-    eager = train_many(small_model().cfg, TASK, [0, 1], cfg)
-    compiled = train_many(small_model().cfg, TASK, [0, 1], cfg.replace(compile=BACKEND))
+    eager = train_many(small_model().cfg, TASK, cfg, seeds=[0, 1])
+    compiled = train_many(small_model().cfg, TASK, cfg.replace(compile=BACKEND), seeds=[0, 1])
     for a, b in zip(eager, compiled, strict=True):
         torch.testing.assert_close(b.model.W_Q, a.model.W_Q, atol=1e-5, rtol=1e-5)

@@ -3,7 +3,7 @@ import json
 import pytest
 
 import inducthead as ih
-from inducthead.config import HookedTransformerConfig
+from inducthead.model import HookedTransformerConfig
 
 
 def test_defaults_follow_transformerlens():

@@ -6,9 +6,9 @@ import torch
 from conftest import tiny_config
 
 import inducthead as ih
+from inducthead.analysis.detect import DetectionReport, Thresholds, coprime_partner
 from inducthead.cli import main
-from inducthead.detect import DetectionReport, Thresholds, coprime_partner
-from inducthead.handbuilt import induction_circuit
+from inducthead.model import induction_circuit
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_same_weights_same_scores_as_transformerbridge(circuit, circuit_report):
 
 
 def test_tiny_gpt2_through_boot_transformers(tiny_gpt2_dir):
-    from inducthead.interop import from_hf_gpt2
+    from inducthead.model import from_hf_gpt2
 
     bridge = ih.load_pretrained(tiny_gpt2_dir)
     ours = from_hf_gpt2(tiny_gpt2_dir)

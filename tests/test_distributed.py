@@ -11,8 +11,8 @@ import torch
 from test_train import TASK
 
 import inducthead as ih
-from inducthead.distributed import DistContext
-from inducthead.tasks.base import Batch
+from inducthead.tasks import Batch
+from inducthead.training.distributed import DistContext
 
 
 def torchrun(*args, nproc=2):

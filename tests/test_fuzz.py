@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import inducthead as ih
-from inducthead.checkpoint import checkpoint_schedule
-from inducthead.config import (
+from inducthead.model.config import (
     ACT_FNS,
     NORMALIZATION_TYPES,
     POSITIONAL_EMBEDDING_TYPES,
     HookedTransformerConfig,
 )
+from inducthead.recipe import checkpoint_schedule
 from inducthead.tasks import MarkovICL, RepeatedTokens
 
 # INDUCTHEAD_FUZZ_EXAMPLES=500 fuzzes deeper locally; the suite keeps 30 per test (2 CPU cores).

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
-from inducthead.multiseed import train_many
-from inducthead.rundir import RunDirError
+from inducthead.runs import RunDirError
+from inducthead.training import train_many
 
 SEEDS = (0, 3, 7)
 
@@ -39,7 +39,7 @@ def test_train_many_equals_separate_train_calls(tmp_path):
     # grad clipping bites here (per-model norms), with warmup, cosine decay and weight decay
     cfg = recipe(steps=30, grad_clip=0.5, lr=1e-2)
     model_cfg = small_model().cfg
-    runs = train_many(model_cfg, TASK, SEEDS, cfg, tmp_path / "many")
+    runs = train_many(model_cfg, TASK, cfg, tmp_path / "many", seeds=SEEDS)
     assert [r.path for r in runs] == [tmp_path / "many" / f"seed_{s}" for s in SEEDS]
     for seed, run in zip(SEEDS, runs, strict=True):
         alone = ih.train(small_model(seed), TASK, cfg.replace(seed=seed), tmp_path / f"one_{seed}")
@@ -66,7 +66,7 @@ def test_train_many_checkpoints_resume_with_train(tmp_path):
     """A train_many checkpoint holds train()'s optimizer state: train(resume=True) continues it
     exactly as an uninterrupted train() run."""
     cfg = recipe(steps=12, schedule="constant", checkpoint_steps=(6,))
-    train_many(small_model().cfg, TASK, [2], cfg.replace(steps=6), tmp_path / "many")
+    train_many(small_model().cfg, TASK, cfg.replace(steps=6), tmp_path / "many", seeds=[2])
     resumed = ih.train(
         small_model(2), TASK, cfg.replace(seed=2), tmp_path / "many" / "seed_2", resume=True
     )
@@ -74,9 +74,14 @@ def test_train_many_checkpoints_resume_with_train(tmp_path):
     torch.testing.assert_close(resumed.model.W_Q, straight.model.W_Q, atol=1e-5, rtol=1e-5)
     # and train_many resumes its own runs
     runs = train_many(
-        small_model().cfg, TASK, [2, 4], cfg.replace(steps=6), tmp_path / "pair", overwrite=True
+        small_model().cfg,
+        TASK,
+        cfg.replace(steps=6),
+        tmp_path / "pair",
+        seeds=[2, 4],
+        overwrite=True,
     )
-    runs = train_many(small_model().cfg, TASK, [2, 4], cfg, tmp_path / "pair", resume=True)
+    runs = train_many(small_model().cfg, TASK, cfg, tmp_path / "pair", resume=True, seeds=[2, 4])
     torch.testing.assert_close(runs[0].model.W_Q, straight.model.W_Q, atol=1e-5, rtol=1e-5)
     assert runs[1].metrics.step.tolist() == straight.metrics.step.tolist()
 
@@ -84,20 +89,20 @@ def test_train_many_checkpoints_resume_with_train(tmp_path):
 def test_train_many_refusals(tmp_path):
     cfg = recipe(steps=3)
     with pytest.raises(ValueError, match="distinct seeds"):
-        train_many(small_model().cfg, TASK, [1, 1], cfg)
-    train_many(small_model().cfg, TASK, [0], cfg, tmp_path)
+        train_many(small_model().cfg, TASK, cfg, seeds=[1, 1])
+    train_many(small_model().cfg, TASK, cfg, tmp_path, seeds=[0])
     with pytest.raises(RunDirError, match="already holds a run"):
-        train_many(small_model().cfg, TASK, [0, 1], cfg, tmp_path)
+        train_many(small_model().cfg, TASK, cfg, tmp_path, seeds=[0, 1])
     assert not (tmp_path / "seed_1").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="one distinct directory per seed"):
-        train_many(small_model().cfg, TASK, [0, 1], cfg, [tmp_path / "a"])
+        train_many(small_model().cfg, TASK, cfg, [tmp_path / "a"], seeds=[0, 1])
 
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_folded_attention_equals_sdpa_under_vmap_and_outside(masked):
     from torch.func import vmap
 
-    from inducthead.vmap_attention import folded_sdpa
+    from inducthead.model.kernels import folded_sdpa
 
     g = torch.Generator().manual_seed(0)
     K, B, H, T, D = 3, 2, 2, 5, 4
@@ -134,7 +139,7 @@ def test_train_many_with_relative_positions_equals_train():
     """Relative positions add a per-model learned mask to the folded attention call."""
     cfg = small_model().cfg.replace(positional_embedding_type="relative", relative_window=8)
     rec = recipe(steps=5)
-    runs = train_many(cfg, TASK, [0, 1], rec)
+    runs = train_many(cfg, TASK, rec, seeds=[0, 1])
     for seed, run in zip((0, 1), runs, strict=True):
         alone = ih.train(ih.HookedTransformer(cfg.replace(seed=seed)), TASK, rec.replace(seed=seed))
         for name, p in alone.model.state_dict().items():
@@ -147,7 +152,7 @@ def test_train_many_with_relative_positions_equals_train():
 
 def test_train_many_resumed_at_step_zero_logs_step_zero_once(tmp_path):
     cfg = recipe(steps=4, checkpoint_steps=(0,))
-    train_many(small_model().cfg, TASK, [0, 1], cfg.replace(steps=0), tmp_path)
-    runs = train_many(small_model().cfg, TASK, [0, 1], cfg, tmp_path, resume=True)
+    train_many(small_model().cfg, TASK, cfg.replace(steps=0), tmp_path, seeds=[0, 1])
+    runs = train_many(small_model().cfg, TASK, cfg, tmp_path, resume=True, seeds=[0, 1])
     for run in runs:
         assert run.metrics.step.tolist().count(0) == 1

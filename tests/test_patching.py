@@ -2,9 +2,9 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead.causal_metrics import default_data
-from inducthead.handbuilt import induction_circuit
-from inducthead.patching import patch_heads, path_patch, shuffled
+from inducthead.causal import default_data
+from inducthead.causal.patching import patch_heads, path_patch, shuffled
+from inducthead.model import induction_circuit
 
 
 def capture(store: list):

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead.interop import from_hf_gpt2
-from inducthead.pretrained import PretrainedLoadError, check_tokenizer
+from inducthead.model import from_hf_gpt2
+from inducthead.runs.pretrained import PretrainedLoadError, check_tokenizer
 
 
 def test_local_hf_directory_boots_offline(tiny_gpt2_dir):

@@ -28,8 +28,8 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead import checkpoint as ckpt
-from inducthead.rundir import RunDirError
+from inducthead.runs import RunDirError, RunWriter, files
+from inducthead.runs import checkpoint as ckpt
 from inducthead.tasks import RepeatedTokens
 
 TASK = RepeatedTokens(d_vocab=12, seq_len=20, min_period=3, max_period=8, held_out_periods=(5,))
@@ -72,9 +72,9 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")  # tests/conftest.py
 def _child(job: dict) -> int:
     """Body of a forked child: train (optionally killing itself), run the CLI, or hold a lock."""
     if job.get("slow_write"):
-        os.environ[ckpt.SLOW_WRITE_ENV] = str(job["slow_write"])
+        os.environ[files.SLOW_WRITE_ENV] = str(job["slow_write"])
     else:
-        os.environ.pop(ckpt.SLOW_WRITE_ENV, None)
+        os.environ.pop(files.SLOW_WRITE_ENV, None)
     kind = job["kind"]
     if kind == "cli":
         from inducthead.cli import main
@@ -85,7 +85,7 @@ def _child(job: dict) -> int:
             return int(e.code or 0)
     if kind == "lock":
         cfg = recipe(**job.get("train", {}))
-        run = ih.Run.create(job["dir"], tiny_model(), TASK, cfg, resume=True)
+        run = RunWriter.create(job["dir"], tiny_model(), TASK, cfg, resume=True)
         time.sleep(max(0.0, job["start_at"] - time.time() - 0.005))
         while time.time() < job["start_at"]:  # all contenders start together
             pass
@@ -153,7 +153,7 @@ def _temp_files(run_dir: Path) -> list[str]:
         for d in with_steps
         if d.is_dir()
         for p in d.iterdir()
-        if ckpt.TEMP_NAME.match(p.name)
+        if files.TEMP_NAME.match(p.name)
     ]
 
 
@@ -206,7 +206,7 @@ def _run(job: dict) -> dict:
                 steps = [
                     int(m["name"][5:13])
                     for p in folder.iterdir()
-                    if (m := ckpt.TEMP_NAME.match(p.name)) and STEP_FILE.fullmatch(m["name"])
+                    if (m := files.TEMP_NAME.match(p.name)) and STEP_FILE.fullmatch(m["name"])
                 ]
                 if any(s >= ctl["on_write_of_step"] for s in steps):
                     time.sleep(ctl.get("offset_s", 0.0))
@@ -247,7 +247,7 @@ def worker_main() -> None:
 class Worker:
     def __init__(self, tmp: Path):
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        env.pop(ckpt.SLOW_WRITE_ENV, None)
+        env.pop(files.SLOW_WRITE_ENV, None)
         self.tmp = tmp
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "worker"],
@@ -303,7 +303,7 @@ def visible_checkpoints(run_dir: Path) -> dict[int, tuple[int, int]]:
     if not folder.is_dir():
         return found
     for path in folder.iterdir():
-        if ckpt.TEMP_NAME.match(path.name):
+        if files.TEMP_NAME.match(path.name):
             continue  # a write in progress when the process died: never under a final name
         assert STEP_FILE.fullmatch(path.name), f"unexpected file {path}"
         try:

@@ -3,8 +3,8 @@ import torch
 from conftest import perturbed, tiny_config, word_tokenizer
 
 import inducthead as ih
-from inducthead import scores as S
-from inducthead.handbuilt import induction_circuit
+from inducthead.analysis import scores as S
+from inducthead.model import induction_circuit
 
 
 @pytest.fixture(scope="module")

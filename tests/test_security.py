@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import inducthead as ih
-from inducthead import checkpoint as ckpt
 from inducthead.cli import main
-from inducthead.paths import UnsafePathError, safe_child, sanitize_name
+from inducthead.runs import UnsafePathError, safe_child, sanitize_name
+from inducthead.runs import checkpoint as ckpt
 from inducthead.tasks import RepeatedTokens
 
 PACKAGE = Path(ih.__file__).resolve().parent

@@ -7,8 +7,8 @@ import torch
 from test_train import TASK, recipe, small_model
 
 import inducthead as ih
-from inducthead.speed import cpu_threads
-from inducthead.train import make_optimizer
+from inducthead.training import make_optimizer
+from inducthead.training.speed import cpu_threads
 
 
 def test_cpu_threads_apply_during_training_and_are_restored():

@@ -3,8 +3,9 @@ from conftest import ASSETS
 
 import inducthead as ih
 from inducthead import sweep
+from inducthead.analysis import emergence_step
 from inducthead.cli import main
-from inducthead.emergence import emergence_step
+from inducthead.runs import safe_child
 
 # demo-preset cells of a few steps: enough to exercise the machinery
 SET = {"train.steps": 3, "train.eval_every": 3, "train.eval_batch_size": 4, "train.batch_size": 4}
@@ -41,11 +42,11 @@ def test_plan_builds_the_grid_and_safe_cell_names(tmp_path):
     assert cells[4].params["N"] == "long" and cells[4].build()[0].n_ctx == 96
     for cell in cells:  # grid values never make a path outside the sweep directory
         assert "/" not in cell.name and not cell.name.startswith(".")
-        path = sweep.safe_child(tmp_path, cell.name).resolve()
+        path = safe_child(tmp_path, cell.name).resolve()
         assert path.parent == tmp_path.resolve()
     assert len({c.name for c in cells}) == len(cells)
     with pytest.raises(ValueError):
-        sweep.safe_child(tmp_path, "../x")
+        safe_child(tmp_path, "../x")
 
 
 @pytest.mark.parametrize(
@@ -102,7 +103,7 @@ def test_local_sweep_retries_failures_and_never_reruns_finished_cells(tmp_path, 
             raise RuntimeError("worker lost")
         return real(cell, sweep_dir, threshold)
 
-    monkeypatch.setattr(sweep, "run_cell", flaky)
+    monkeypatch.setattr(sweep.backends, "run_cell", flaky)
     result = sweep.run_sweep(spec, tmp_path, log=None)
     by_seed = {r["seed"]: r for r in result.rows}
     assert by_seed[0]["status"] == "finished" and by_seed[0]["attempts"] == 1

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import inducthead as ih
-from inducthead.rundir import RunDirError
+from inducthead.runs import RunDirError
 from inducthead.tasks import RepeatedTokens
-from inducthead.train import TrainingDiverged
+from inducthead.training import TrainingDiverged
 
 TASK = RepeatedTokens(d_vocab=16, seq_len=32, min_period=3, max_period=10, held_out_periods=(7,))
 

@@ -7,10 +7,9 @@ import torch
 from conftest import ASSETS
 
 import inducthead as ih
-from inducthead.causal_metrics import default_data
+from inducthead.causal import CausalReport, VerifyThresholds, default_data, verify
 from inducthead.cli import main
-from inducthead.handbuilt import induction_circuit
-from inducthead.verify import CausalReport, VerifyThresholds, verify
+from inducthead.model import induction_circuit
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,272 @@
+"""One interface over the hooked models inducthead analyses.
+
+- our `inducthead.HookedTransformer`;
+- TransformerLens 4 `TransformerBridge` models (`boot_native`, `boot_transformers`,
+  `boot_tl_legacy`);
+- a TransformerLens 3 `HookedTransformer`, when a user has that version (duck-typed: nothing from
+  TL 3 is imported).
+
+All three share TransformerLens's hook names (`blocks.{l}.attn.hook_pattern`, `hook_z`) and
+stacked weight views (`W_Q[l, h]` is `[d_model, d_head]`), which is what the scores need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from inducthead.model import HookedTransformer
+
+PATTERN = "blocks.{}.attn.hook_pattern"
+Z = "blocks.{}.attn.hook_z"
+
+
+def _kind(model) -> str:
+    if isinstance(model, HookedTransformer):
+        return "inducthead"
+    if type(model).__name__ == "TransformerBridge" or hasattr(model, "adapter"):
+        return "bridge"
+    return "transformer_lens"
+
+
+@dataclass
+class ModelAdapter:
+    """What the scores need from a hooked model, whatever its class.
+
+    >>> adapter = ModelAdapter.wrap(model)
+    >>> cache = adapter.run(tokens, [adapter.pattern_hook(1)])   # only the hooks asked for
+    """
+
+    model: Any
+    kind: str
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    d_vocab_out: int
+    n_ctx: int
+    bos_token_id: int | None
+    name: str
+
+    @classmethod
+    def wrap(cls, model, bos_token_id: int | None | str = "auto") -> ModelAdapter:
+        """Adapt `model`; TypeError naming what is missing if it is not a hooked transformer.
+
+        `bos_token_id`: "auto" takes our config's BOS, or for TransformerLens models the
+        tokenizer's BOS when the model prepends one; None probes without BOS; an int forces it.
+        """
+        if isinstance(model, ModelAdapter):
+            if bos_token_id != "auto":
+                return dataclasses.replace(
+                    model, bos_token_id=_check_bos(bos_token_id, model.d_vocab)
+                )
+            return model
+        cfg = getattr(model, "cfg", None)
+        missing = [
+            a
+            for a in ("n_layers", "n_heads", "d_model", "d_head", "d_vocab", "n_ctx")
+            if not hasattr(cfg, a)
+        ]
+        if cfg is None or missing:
+            raise TypeError(
+                f"{type(model).__name__} is not a hooked transformer: it needs a `cfg` with "
+                f"n_layers, n_heads, d_model, d_head, d_vocab and n_ctx (missing: "
+                f"{missing or ['cfg']}). Pass an inducthead.HookedTransformer or a TransformerLens "
+                "TransformerBridge / HookedTransformer."
+            )
+        hooks = getattr(model, "hook_dict", None)
+        if not callable(getattr(model, "run_with_cache", None)) or hooks is None:
+            raise TypeError(
+                f"{type(model).__name__} has no run_with_cache/hook_dict: inducthead needs "
+                "TransformerLens-style hook points."
+            )
+        for name in (PATTERN.format(0), Z.format(0)):
+            if name not in hooks:
+                raise TypeError(
+                    f"{type(model).__name__} has no hook point {name!r}: inducthead reads "
+                    "attention patterns and head outputs through TransformerLens hook names."
+                )
+        kind = _kind(model)
+        out_vocab = getattr(cfg, "d_vocab_out", -1)
+        return cls(
+            model=model,
+            kind=kind,
+            n_layers=cfg.n_layers,
+            n_heads=cfg.n_heads,
+            d_model=cfg.d_model,
+            d_head=cfg.d_head,
+            d_vocab=cfg.d_vocab,
+            d_vocab_out=out_vocab if out_vocab and out_vocab > 0 else cfg.d_vocab,
+            n_ctx=cfg.n_ctx,
+            bos_token_id=_bos_token_id(model, kind)
+            if bos_token_id == "auto"
+            else _check_bos(bos_token_id, cfg.d_vocab),
+            name=str(getattr(cfg, "model_name", type(model).__name__)),
+        )
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def device(self) -> torch.device:
+        return self.W_E.device
+
+    @property
+    def W_E(self) -> Tensor:
+        return self.model.W_E
+
+    @property
+    def W_U(self) -> Tensor:
+        return self.model.W_U
+
+    @property
+    def W_Q(self) -> Tensor:
+        """`[n_layers, n_heads, d_model, d_head]` (grouped-query heads expanded)."""
+        return self._expand(self.model.W_Q)
+
+    @property
+    def W_K(self) -> Tensor:
+        return self._expand(self.model.W_K)
+
+    @property
+    def W_V(self) -> Tensor:
+        return self._expand(self.model.W_V)
+
+    @property
+    def W_O(self) -> Tensor:
+        """`[n_layers, n_heads, d_head, d_model]`."""
+        return self.model.W_O
+
+    def _expand(self, W: Tensor) -> Tensor:
+        if W.shape[1] != self.n_heads:  # grouped-query attention: repeat key/value heads
+            W = W.repeat_interleave(self.n_heads // W.shape[1], dim=1)
+        return W
+
+    def direct_unembed(self) -> Tensor:
+        """`[d_model, d_vocab_out]` map from a head's output to its direct-path logit effect:
+        W_U with the final norm's weight folded in and, for LayerNorm, centred over d_model (the
+        norm's mean subtraction). The norm's positive per-position scale is left out: it does not
+        change which tokens a head boosts."""
+        W_U = self.W_U
+        ln = getattr(self.model, "ln_final", None)
+        weight = getattr(ln, "w", None)
+        if weight is None:
+            weight = getattr(ln, "weight", None)
+        if isinstance(weight, Tensor) and weight.shape == (self.d_model,):
+            W_U = weight[:, None] * W_U
+        norm = str(getattr(self.model.cfg, "normalization_type", None) or "")
+        if norm.upper().startswith("LN"):
+            W_U = W_U - W_U.mean(0, keepdim=True)
+        return W_U
+
+    def check_finite(self) -> None:
+        """ValueError naming the first parameter holding NaN or inf."""
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise ValueError(
+                    f"parameter {name!r} of {self.name} contains NaN or inf; scores would be "
+                    "meaningless. Load an earlier checkpoint."
+                )
+
+    # ------------------------------------------------------------------ forward
+    @staticmethod
+    def pattern_hook(layer: int) -> str:
+        return PATTERN.format(layer)
+
+    @staticmethod
+    def z_hook(layer: int) -> str:
+        return Z.format(layer)
+
+    def run(self, tokens: Tensor, names: Iterable[str], batch_size: int | None = None) -> dict:
+        """Forward `tokens` caching only `names`, in batches of `batch_size` (all at once if None);
+        returns `{name: tensor}` concatenated over the batch."""
+        names = list(names)
+        tokens = tokens.to(self.device)
+        size = batch_size or tokens.shape[0]
+        parts: dict[str, list[Tensor]] = {n: [] for n in names}
+        with torch.no_grad():
+            for start in range(0, tokens.shape[0], size):
+                cache = self._cached_forward(tokens[start : start + size], names)
+                for n in names:
+                    parts[n].append(cache[n])
+        return {n: torch.cat(v) for n, v in parts.items()}
+
+    def _cached_forward(self, tokens: Tensor, names: list[str]) -> dict:
+        """Cache `names`, running no further than needed: when every name lives in a block, the
+        pass stops at the last such block's `hook_attn_out` (skipping its MLP, later blocks, the
+        final norm and the unembedding, a third of the work for a 2-layer model); otherwise it
+        runs every block (`stop_at_layer=n_layers`)."""
+        layers = [_block_index(n) for n in names]
+        stop_at = f"blocks.{max(layers)}.hook_attn_out" if None not in layers and layers else None
+        if stop_at in self.model.hook_dict and hasattr(self.model, "get_caching_hooks"):
+            cache, fwd, _ = self.model.get_caching_hooks(names_filter=names)
+            with (
+                contextlib.suppress(_StopForward),
+                self.model.hooks(fwd_hooks=[*fwd, (stop_at, _stop)]),
+            ):
+                self.model(tokens)
+            return cache
+        _, cache = self.model.run_with_cache(
+            tokens, names_filter=names, stop_at_layer=self.n_layers
+        )
+        return cache
+
+    def check_tokens(self, tokens: Tensor) -> Tensor:
+        """`tokens` as `[batch, pos]` long ids on the model's device; TypeError/ValueError naming
+        what is wrong (not an integer matrix, longer than n_ctx, ids outside the vocabulary)."""
+        if not isinstance(tokens, Tensor) or tokens.dtype.is_floating_point or tokens.ndim != 2:
+            raise TypeError("tokens must be an integer tensor of shape [batch, pos].")
+        if tokens.shape[1] > self.n_ctx:
+            raise ValueError(
+                f"tokens have {tokens.shape[1]} positions, more than n_ctx={self.n_ctx}."
+            )
+        if tokens.numel() == 0 or tokens.min() < 0 or tokens.max() >= self.d_vocab:
+            raise ValueError(f"tokens must be non-empty ids in [0, d_vocab={self.d_vocab}).")
+        return tokens.to(self.device).long()
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelAdapter({self.name!r}, {self.kind}: {self.n_layers}L x {self.n_heads}H, "
+            f"d_vocab {self.d_vocab}, n_ctx {self.n_ctx}, BOS {self.bos_token_id})"
+        )
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once everything needed is cached."""
+
+
+def _stop(activation: Tensor, hook) -> None:
+    raise _StopForward
+
+
+def _block_index(name: str) -> int | None:
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
+
+
+def _bos_token_id(model, kind: str) -> int | None:
+    """Our config's BOS; for TransformerLens models the tokenizer's BOS when the model prepends it
+    (TL's default). Models without a tokenizer or BOS token are probed without BOS."""
+    if kind == "inducthead":
+        return model.cfg.bos_token_id
+    tokenizer = getattr(model, "tokenizer", None)
+    prepends = getattr(model.cfg, "default_prepend_bos", True)
+    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    if not prepends or bos is None or not (0 <= bos < model.cfg.d_vocab):
+        return None
+    return int(bos)
+
+
+def _check_bos(bos, d_vocab: int) -> int | None:
+    if bos is None:
+        return None
+    if isinstance(bos, bool) or not isinstance(bos, int) or not 0 <= bos < d_vocab:
+        raise ValueError(
+            f"bos_token_id must be None, 'auto' or an int in [0, {d_vocab}), got {bos!r}."
+        )
+    return bos

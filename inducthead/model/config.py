@@ -1,0 +1,378 @@
+"""Model configuration: TransformerLens's `HookedTransformerConfig` field names plus paper extras.
+
+Field names and defaults follow TransformerLens 3's `HookedTransformerConfig` so a TL user can
+read and write them without a lookup table; TL 3 config dicts load through `from_dict`. Extras
+needed by the induction-head papers (BOS id, relative-position window, bias-free layers, embedding
+init scale) are marked below. Every field is checked on construction and errors name the field
+and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# derived field -> (its "not given" value, the fields it is derived from)
+_DERIVED: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "n_heads": (-1, ("d_model", "d_head")),
+    "d_vocab_out": (-1, ("d_vocab",)),
+    "d_mlp": (None, ("d_model", "attn_only")),
+    "act_fn": (None, ("attn_only",)),
+    "attn_scale": (-1.0, ("d_head", "use_attn_scale")),
+    "initializer_range": (-1.0, ("d_model",)),
+    "rotary_dim": (None, ("d_head", "positional_embedding_type")),
+    "relative_window": (None, ("n_ctx", "positional_embedding_type")),
+}
+
+POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary", "relative", "alibi", "none")
+NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
+ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
+
+# TransformerLens 3 config keys that `from_dict` accepts and drops, so a TL 3 `cfg.to_dict()`
+# loads. Most describe loading, devices or derived values; some would change the computation
+# (attention_dir, parallel_attn_mlp, scale_attn_by_inverse_layer_idx, the soft caps, gated_mlp,
+# n_key_value_heads, use_qk_norm, ...) and are dropped unchecked for now: a config using them
+# builds a model that computes something else.
+_TL_KEYS_IGNORED = frozenset(
+    [
+        "device",
+        "n_devices",
+        "tokenizer_name",
+        "tokenizer_prepends_bos",
+        "default_prepend_bos",
+        "original_architecture",
+        "from_checkpoint",
+        "checkpoint_index",
+        "checkpoint_label_type",
+        "checkpoint_value",
+        "window_size",
+        "attn_types",
+        "init_mode",
+        "dtype",
+        "n_params",
+        "use_hook_tokens",
+        "use_attn_in",
+        "use_hook_mlp_in",
+        "use_local_attn",
+        "ungroup_grouped_query_attention",
+        "layer_norm_folding",
+        "post_embedding_ln",
+        "trust_remote_code",
+        "load_in_4bit",
+        "tokenizer_appends_eos",
+        "default_padding_side",
+        "NTK_by_parts_factor",
+        "NTK_by_parts_low_freq_factor",
+        "NTK_by_parts_high_freq_factor",
+        "NTK_original_ctx_len",
+        "decoder_start_token_id",
+        "experts_per_token",
+        "num_experts",
+        "relative_attention_max_distance",
+        "relative_attention_num_buckets",
+        "tie_word_embeddings",
+        "use_normalization_before_and_after",
+        "attn_scores_soft_cap",
+        "output_logits_soft_cap",
+        "use_NTK_by_parts_rope",
+        "scale_attn_by_inverse_layer_idx",
+        "final_rms",
+        "gated_mlp",
+        "parallel_attn_mlp",
+        "n_key_value_heads",
+        "use_qk_norm",
+        "uses_rms_norm",
+        "attention_dir",
+    ]
+)
+
+
+@dataclass
+class HookedTransformerConfig:
+    """Architecture of a `inducthead.HookedTransformer` (TransformerLens field names).
+
+    TL fields: n_layers, d_model, n_ctx, d_head, n_heads (default d_model // d_head), d_vocab,
+    d_vocab_out (-1: d_vocab), attn_only, d_mlp (default 4·d_model unless attn_only), act_fn,
+    normalization_type (None | "LN" | "LNPre" | "RMS" | "RMSPre"), positional_embedding_type,
+    eps, use_attn_scale, attn_scale (-1: sqrt(d_head)), use_attn_result, use_split_qkv_input,
+    rotary_dim, rotary_base, rotary_adjacent_pairs, seed, initializer_range (-1: 0.8/sqrt(d_model),
+    TL's GPT-2 default), init_weights, model_name.
+
+    Positional types: "standard" (learned, added to the residual stream); "shortformer" (learned,
+    added to the query and key inputs of every layer but never to the residual stream: Olsson et
+    al. 2022's and ARENA's attention-only models); "rotary"; "relative" (a learned bias per head
+    and offset i - j, with keys further back than `relative_window` masked: Chen et al. 2024's
+    windowed RPE); "alibi" (Press et al. 2022 fixed slopes); "none".
+
+    Extras (not in TL): bos_token_id (the beginning-of-sequence token, None if the model has none),
+    relative_window (offsets a "relative" head can see; default n_ctx), use_bias (attention, MLP
+    and unembedding biases; the papers' small models have none), embed_init_std (std of W_E and
+    W_pos at init; None uses initializer_range. N(0, 1) embeddings make induction heads form far
+    sooner in small models, measured for the `demo` preset).
+    """
+
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    d_head: int
+    n_heads: int = -1
+    d_vocab: int = -1
+    d_vocab_out: int = -1
+    attn_only: bool = False
+    d_mlp: int | None = None
+    act_fn: str | None = None
+    normalization_type: str | None = "LN"
+    positional_embedding_type: str = "standard"
+    eps: float = 1e-5
+    use_attn_scale: bool = True
+    attn_scale: float = -1.0
+    use_attn_result: bool = False
+    use_split_qkv_input: bool = False
+    rotary_dim: int | None = None
+    rotary_base: int = 10000
+    rotary_adjacent_pairs: bool = False
+    seed: int | None = None
+    initializer_range: float = -1.0
+    init_weights: bool = True
+    model_name: str = "custom"
+    # --- extras (not in TransformerLens) ---
+    bos_token_id: int | None = None
+    relative_window: int | None = None
+    use_bias: bool = True
+    embed_init_std: float | None = None
+
+    def __post_init__(self) -> None:
+        self._validate_and_resolve()
+        # Runtime attributes TransformerLens tools read from `model.cfg` (TL 3 has them as fields);
+        # not part of the architecture, so not in to_dict() or hash(). The model keeps `device`
+        # current when it moves.
+        self.device: str | None = None
+        self.n_key_value_heads: int | None = None
+
+    # ------------------------------------------------------------------ validation
+    def _validate_and_resolve(self) -> None:
+        for name in ("n_layers", "d_model", "n_ctx", "d_head"):
+            _check_positive_int(name, getattr(self, name))
+        if self.n_heads == -1:
+            if self.d_model % self.d_head:
+                raise ValueError(
+                    f"HookedTransformerConfig.n_heads: not given and d_model={self.d_model} is "
+                    f"not a multiple of d_head={self.d_head}; pass n_heads explicitly."
+                )
+            self.n_heads = self.d_model // self.d_head
+        _check_positive_int("n_heads", self.n_heads)
+        if isinstance(self.d_vocab, bool) or not isinstance(self.d_vocab, int) or self.d_vocab < 1:
+            raise ValueError(
+                "HookedTransformerConfig.d_vocab must be a positive int (the number of token "
+                f"ids), got {self.d_vocab!r}."
+            )
+        if self.d_vocab_out == -1:
+            self.d_vocab_out = self.d_vocab
+        _check_positive_int("d_vocab_out", self.d_vocab_out)
+
+        if self.attn_only:
+            if self.d_mlp is not None:
+                raise ValueError(
+                    f"HookedTransformerConfig.d_mlp={self.d_mlp} conflicts with attn_only=True: an "
+                    "attention-only model has no MLP. Drop d_mlp or set attn_only=False."
+                )
+            if self.act_fn is not None:
+                raise ValueError(
+                    f"HookedTransformerConfig.act_fn={self.act_fn!r} conflicts with "
+                    "attn_only=True: "
+                    "an attention-only model has no MLP. Drop act_fn or set attn_only=False."
+                )
+        else:
+            if self.d_mlp is None:
+                self.d_mlp = 4 * self.d_model
+            _check_positive_int("d_mlp", self.d_mlp)
+            if self.act_fn is None:
+                self.act_fn = "gelu"
+            _check_choice("act_fn", self.act_fn, ACT_FNS)
+
+        _check_choice("normalization_type", self.normalization_type, NORMALIZATION_TYPES)
+        _check_choice(
+            "positional_embedding_type", self.positional_embedding_type, POSITIONAL_EMBEDDING_TYPES
+        )
+        _check_positive_float("eps", self.eps)
+        if self.attn_scale == -1.0:
+            self.attn_scale = math.sqrt(self.d_head) if self.use_attn_scale else 1.0
+        _check_positive_float("attn_scale", self.attn_scale)
+
+        rotary = self.positional_embedding_type == "rotary"
+        if self.rotary_dim is not None and not rotary:
+            raise ValueError(
+                f"HookedTransformerConfig.rotary_dim={self.rotary_dim} needs "
+                f"positional_embedding_type='rotary', got {self.positional_embedding_type!r}."
+            )
+        if rotary:
+            if self.rotary_dim is None:
+                self.rotary_dim = self.d_head
+            if (
+                not isinstance(self.rotary_dim, int)
+                or self.rotary_dim < 2
+                or self.rotary_dim % 2
+                or self.rotary_dim > self.d_head
+            ):
+                raise ValueError(
+                    f"HookedTransformerConfig.rotary_dim must be an even int in [2, d_head="
+                    f"{self.d_head}], got {self.rotary_dim!r}."
+                )
+            _check_positive_int("rotary_base", self.rotary_base)
+
+        relative = self.positional_embedding_type == "relative"
+        if self.relative_window is not None and not relative:
+            raise ValueError(
+                f"HookedTransformerConfig.relative_window={self.relative_window} needs "
+                f"positional_embedding_type='relative', got {self.positional_embedding_type!r}."
+            )
+        if relative:
+            if self.relative_window is None:
+                self.relative_window = self.n_ctx
+            _check_positive_int("relative_window", self.relative_window)
+            self.relative_window = min(self.relative_window, self.n_ctx)
+
+        if self.bos_token_id is not None and (
+            isinstance(self.bos_token_id, bool)
+            or not isinstance(self.bos_token_id, int)
+            or not 0 <= self.bos_token_id < self.d_vocab
+        ):
+            raise ValueError(
+                f"HookedTransformerConfig.bos_token_id must be None or an int in [0, d_vocab="
+                f"{self.d_vocab}), got {self.bos_token_id!r}."
+            )
+        if not isinstance(self.model_name, str):
+            raise ValueError(
+                f"HookedTransformerConfig.model_name must be a string, got {self.model_name!r}."
+            )
+        if self.initializer_range == -1.0:
+            self.initializer_range = 0.8 / math.sqrt(self.d_model)
+        _check_positive_float("initializer_range", self.initializer_range)
+        if self.embed_init_std is not None:
+            _check_positive_float("embed_init_std", self.embed_init_std)
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise ValueError(
+                f"HookedTransformerConfig.seed must be None or an int, got {self.seed!r}."
+            )
+        for name in (
+            "attn_only",
+            "use_attn_scale",
+            "use_attn_result",
+            "use_split_qkv_input",
+            "rotary_adjacent_pairs",
+            "init_weights",
+            "use_bias",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"HookedTransformerConfig.{name} must be True or False, got "
+                    f"{getattr(self, name)!r}."
+                )
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict; `from_dict(cfg.to_dict()) == cfg`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HookedTransformerConfig:
+        """Build from a dict (ours, or a TransformerLens 3 `cfg.to_dict()`).
+
+        TL 3 keys that only concern loading or devices are dropped; any other unknown key is an
+        error naming it, so a typo never silently changes the architecture.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(
+                f"HookedTransformerConfig.from_dict expects a dict, got {type(d).__name__}."
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in d if k not in known and k not in _TL_KEYS_IGNORED)
+        if unknown:
+            raise ValueError(
+                f"HookedTransformerConfig.from_dict: unknown field(s) {unknown}; valid fields: "
+                f"{sorted(known)}."
+            )
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> HookedTransformerConfig:
+        return cls.from_dict(json.loads(s))
+
+    def replace(self, **changes: Any) -> HookedTransformerConfig:
+        """A copy with fields changed, re-validated (derived fields are re-derived)."""
+        d = self.to_dict()
+        d.update(changes)
+        # A derived default is re-derived when a field it depends on changes (unless given).
+        for derived, (unset, sources) in _DERIVED.items():
+            if derived not in changes and any(s in changes for s in sources):
+                d[derived] = unset
+        return type(self).from_dict(d)
+
+    def hash(self) -> str:
+        """Short content hash of the architecture (stored in checkpoint metadata)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"HookedTransformerConfig.{name} must be a positive int, got {value!r}.")
+
+
+def _check_positive_float(name: str, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"HookedTransformerConfig.{name} must be a positive number, got {value!r}."
+        )
+
+
+def _check_choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(
+            f"HookedTransformerConfig.{name}={value!r} is not supported; choose one of "
+            f"{', '.join(repr(a) for a in allowed)}."
+        )
+
+
+# Named configs (the presets register theirs): `resolve_config("demo")` looks names up here, so the
+# model layer resolves names without importing the presets that define them.
+_NAMED: dict[str, Callable[[], HookedTransformerConfig]] = {}
+
+
+def register_name(name: str, config: Callable[[], HookedTransformerConfig]) -> None:
+    """Make `resolve_config(name)` return `config()`."""
+    _NAMED[name] = config
+
+
+def resolve_config(spec: Any) -> HookedTransformerConfig:
+    """A model config from a HookedTransformerConfig, a config dict (ours or TransformerLens 3's
+    `cfg.to_dict()`), a registered preset name, or an object with a `.model` config (a preset);
+    ValueError for an unknown name, TypeError otherwise."""
+    if isinstance(spec, HookedTransformerConfig):
+        return spec
+    if isinstance(spec, dict):
+        return HookedTransformerConfig.from_dict(spec)
+    if isinstance(spec, str):
+        if spec not in _NAMED:
+            raise ValueError(f"unknown preset {spec!r}; available: {', '.join(_NAMED)}.")
+        return _NAMED[spec]()
+    if isinstance(getattr(spec, "model", None), HookedTransformerConfig):
+        return spec.model
+    raise TypeError(
+        "expected a HookedTransformerConfig, a config dict or a preset name (see "
+        f"inducthead.presets.list()), got {type(spec).__name__}."
+    )

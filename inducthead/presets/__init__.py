@@ -1,0 +1,12 @@
+"""Named presets: a model config, the task it trains on and a training recipe.
+
+>>> from inducthead import presets
+>>> presets.list()
+>>> preset = presets.get("demo")
+>>> model = HookedTransformer(preset.model); run = train(model, preset.make_task(), preset.train)
+"""
+
+from inducthead.presets import demo, olsson  # noqa: F401  (register the families)
+from inducthead.presets.registry import Preset, get, list, register, resolve, table
+
+__all__ = ["Preset", "get", "list", "register", "resolve", "table"]
