@@ -21,8 +21,7 @@ import torch
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
-from inducthead.analysis import scores as S
-from inducthead.analysis.detect import plan_probe
+from inducthead.tasks.probes import plan_probe, repeated_probe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -72,9 +71,9 @@ def main() -> None:
         for n_layers in (2, 12):
             model, bridge = build(n_layers, tokenizer)
             adapter = ModelAdapter.wrap(model)
-            plan, _ = plan_probe(adapter, 25, 4, 10, 0)
+            plan, _ = plan_probe(adapter.n_ctx, adapter.d_vocab, adapter.bos_token_id, 25, 4, 10, 0)
             probes = [
-                S.repeated_probe(VOCAB, p, None, 10, 0, i, length=plan.length)
+                repeated_probe(VOCAB, p, None, 10, 0, i, length=plan.length)
                 for i, p in enumerate(plan.periods)
             ]
             texts = [[tokenizer.decode(row[1:]) for row in probe] for probe in probes]

@@ -4,9 +4,9 @@ from conftest import tiny_config
 
 import inducthead as ih
 from inducthead.analysis import prefix_matching_score
+from inducthead.analysis.attention import induction_attention
 from inducthead.causal import ablate
 from inducthead.causal.clamp import clamp, induction_pattern, previous_token_pattern
-from inducthead.causal.metrics import induction_attention
 from inducthead.tasks import RepeatedTokens
 from inducthead.tasks.probes import induction_targets, repeated_probe
 

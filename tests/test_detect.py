@@ -6,9 +6,10 @@ import torch
 from conftest import tiny_config
 
 import inducthead as ih
-from inducthead.analysis.detect import DetectionReport, Thresholds, coprime_partner
+from inducthead.analysis import DetectionReport, Thresholds
 from inducthead.cli import main
 from inducthead.model import induction_circuit
+from inducthead.tasks.probes import coprime_partner
 
 
 @pytest.fixture(scope="module")

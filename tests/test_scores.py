@@ -3,8 +3,23 @@ import torch
 from conftest import perturbed, tiny_config, word_tokenizer
 
 import inducthead as ih
-from inducthead.analysis import scores as S
+from inducthead.analysis import (
+    composition_scores,
+    copying_score,
+    duplicate_token_score,
+    empirical_copying_score,
+    induction_score,
+    prefix_matching_score,
+    previous_token_score,
+)
+from inducthead.analysis.scores import training_scores
 from inducthead.model import induction_circuit
+from inducthead.tasks.probes import (
+    duplicate_targets,
+    induction_targets,
+    probe_exclusions,
+    repeated_probe,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +29,7 @@ def circuit():
 
 def test_induction_and_duplicate_targets_match_their_definitions():
     tokens = torch.tensor([[0, 5, 6, 7, 5, 6, 9, 5]])
-    ind, dup = S.induction_targets(tokens)[0], S.duplicate_targets(tokens)[0]
+    ind, dup = induction_targets(tokens)[0], duplicate_targets(tokens)[0]
     for q in range(8):
         for k in range(8):
             assert bool(ind[q, k]) == (1 <= k <= q and tokens[0, k - 1] == tokens[0, q])
@@ -26,36 +41,34 @@ def test_induction_and_duplicate_targets_match_their_definitions():
 
 
 def test_repeated_probe_structure():
-    probe = S.repeated_probe(50, period=7, repeats=3, n_samples=5, bos_token_id=0, seed=1)
+    probe = repeated_probe(50, period=7, repeats=3, n_samples=5, bos_token_id=0, seed=1)
     assert probe.shape == (5, 22) and (probe[:, 0] == 0).all() and (probe[:, 1:] != 0).all()
     for row in probe:
         assert len(set(row[1:8].tolist())) == 7
         assert torch.equal(row[1:8], row[8:15]) and torch.equal(row[1:8], row[15:22])
-    partial = S.repeated_probe(50, period=7, n_samples=2, length=10)
+    partial = repeated_probe(50, period=7, n_samples=2, length=10)
     assert partial.shape == (2, 10) and torch.equal(partial[:, 7:], partial[:, :3])
-    excluded = S.repeated_probe(30, period=10, repeats=2, n_samples=20, exclude=torch.arange(5, 15))
+    excluded = repeated_probe(30, period=10, repeats=2, n_samples=20, exclude=torch.arange(5, 15))
     assert not ((excluded >= 5) & (excluded < 15)).any()
     with pytest.raises(ValueError, match="period 25 needs 25 distinct tokens"):
-        S.repeated_probe(20, period=25)
+        repeated_probe(20, period=25)
 
 
 def test_probe_exclusions_drop_most_and_least_frequent():
     freq = torch.tensor([5.0, 100, 1, 50, 20, 30, 0, 7, 9, 60])
-    assert sorted(S.probe_exclusions(freq, 0.2).tolist()) == sorted([6, 2, 1, 9])
+    assert sorted(probe_exclusions(freq, 0.2).tolist()) == sorted([6, 2, 1, 9])
 
 
 def test_attention_scores_on_the_hand_built_circuit(circuit):
     model, roles = circuit
-    pm = S.prefix_matching_score(model, period=25)
+    pm = prefix_matching_score(model, period=25)
     assert pm[roles.induction] > 0.99 and pm[roles.anti_induction] > 0.99
     assert pm[roles.positional_shortcut] > 0.99  # on its own period it looks like induction...
-    assert (
-        S.prefix_matching_score(model, period=17)[roles.positional_shortcut] < 0.05
-    )  # ...not here
+    assert prefix_matching_score(model, period=17)[roles.positional_shortcut] < 0.05  # ...not here
     assert pm[roles.previous_token] < 0.01 and pm[roles.duplicate_token] < 0.01
-    prev = S.previous_token_score(model)
+    prev = previous_token_score(model)
     assert prev[roles.previous_token] > 0.99 and prev[roles.induction] < 0.05
-    dup = S.duplicate_token_score(model)
+    dup = duplicate_token_score(model)
     assert dup[roles.duplicate_token] > 0.99 and dup[roles.induction] < 0.01
 
 
@@ -66,7 +79,7 @@ def test_prefix_matching_of_uniform_attention():
     with torch.no_grad():
         for block in model.blocks:
             block.attn.W_Q.zero_()  # uniform causal attention
-    pm = S.prefix_matching_score(model, period=10, repeats=4)
+    pm = prefix_matching_score(model, period=10, repeats=4)
     # query i (BOS at 0) attends 1/(i+1) to each of its targets
     expected = sum((i - 1) // 10 / (i + 1) for i in range(11, 41)) / 30
     torch.testing.assert_close(pm, torch.full_like(pm, expected), atol=1e-6, rtol=0)
@@ -98,14 +111,14 @@ def _copying_model(ov_sign: float = 1.0, rotate: bool = False):
 
 
 def test_eigenvalue_copying_score():
-    assert S.copying_score(_copying_model(1.0)).item() == pytest.approx(1.0)
-    assert S.copying_score(_copying_model(-1.0)).item() == pytest.approx(-1.0)
-    assert S.copying_score(_copying_model(rotate=True)).item() == pytest.approx(0.0, abs=1e-6)
+    assert copying_score(_copying_model(1.0)).item() == pytest.approx(1.0)
+    assert copying_score(_copying_model(-1.0)).item() == pytest.approx(-1.0)
+    assert copying_score(_copying_model(rotate=True)).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_eigen_copying_equals_the_full_vocabulary_circuit():
     model = perturbed(ih.HookedTransformer(tiny_config(d_model=16, d_head=4, d_vocab=11)))
-    ours = S.copying_score(model)
+    ours = copying_score(model)
     for l in range(2):
         for h in range(4):
             full = (model.W_E @ model.W_V[l, h] @ model.W_O[l, h] @ model.W_U).double().detach()
@@ -116,42 +129,42 @@ def test_eigen_copying_equals_the_full_vocabulary_circuit():
 
 def test_empirical_copying(circuit):
     model, roles = circuit
-    emp = S.empirical_copying_score(model)
+    emp = empirical_copying_score(model)
     assert emp[roles.induction] == pytest.approx(1.0)
     assert emp[roles.anti_induction] == pytest.approx(-1.0)
     for zero in roles.zero:
         assert emp[zero] == 0.0  # no output, no preference
     # with diffuse attention the head boosts a mix of tokens: still clearly positive / negative
-    plus = S.empirical_copying_score(_copying_model(1.0), period=3, repeats=2).item()
-    minus = S.empirical_copying_score(_copying_model(-1.0), period=3, repeats=2).item()
+    plus = empirical_copying_score(_copying_model(1.0), period=3, repeats=2).item()
+    minus = empirical_copying_score(_copying_model(-1.0), period=3, repeats=2).item()
     assert plus > 0.3 and minus == pytest.approx(-plus)
 
 
 def test_copying_ranks_with_sampled_candidates_match_exact_on_small_vocab(circuit):
     model, _ = circuit
-    exact = S.empirical_copying_score(model, max_candidates=4096)
-    sampled = S.empirical_copying_score(model, max_candidates=10)
+    exact = empirical_copying_score(model, max_candidates=4096)
+    sampled = empirical_copying_score(model, max_candidates=10)
     torch.testing.assert_close(exact, sampled, atol=0.05, rtol=0)
 
 
 def test_composition_scores_match_direct_formula():
     model = perturbed(ih.HookedTransformer(tiny_config(n_layers=3)))
-    raw = S.composition_scores(model, "K", baseline=False)
+    raw = composition_scores(model, "K", baseline=False)
     W_OV = model.W_V @ model.W_O
     W_QK = model.W_Q @ model.W_K.transpose(-1, -2)
     for l1, h1, l2, h2 in [(0, 1, 1, 2), (0, 3, 2, 0), (1, 0, 2, 3)]:
         for kind, right in (("K", W_QK[l2, h2].T), ("Q", W_QK[l2, h2]), ("V", W_OV[l2, h2])):
             left = W_OV[l1, h1]
             expected = (left @ right).norm() / (left.norm() * right.norm())
-            got = S.composition_scores(model, kind, baseline=False)[l1, h1, l2, h2]
+            got = composition_scores(model, kind, baseline=False)[l1, h1, l2, h2]
             assert got.item() == pytest.approx(expected.item(), rel=1e-4)
     assert torch.isnan(raw[1, 0, 0, 0]) and torch.isnan(raw[1, 0, 1, 2])
     # the baseline is the random-matrix expectation: random heads score about zero after it
     rand = ih.HookedTransformer(tiny_config(n_layers=2, d_model=64, d_head=16, seed=3))
-    centred = S.composition_scores(rand, "K")[0, :, 1]
+    centred = composition_scores(rand, "K")[0, :, 1]
     assert abs(centred.mean().item()) < 0.05
     with pytest.raises(ValueError, match="'Q', 'K' or 'V'"):
-        S.composition_scores(model, "X")
+        composition_scores(model, "X")
 
 
 def test_composition_equals_transformerlens_implementation():
@@ -163,7 +176,7 @@ def test_composition_equals_transformerlens_implementation():
     rights = {"Q": model.QK, "K": model.QK.T, "V": left}
     for kind, right in rights.items():
         theirs = tl_composition(left, right, broadcast_dims=True).detach()
-        ours = S.composition_scores(model, kind, baseline=False)
+        ours = composition_scores(model, kind, baseline=False)
         later = ~torch.isnan(ours)
         torch.testing.assert_close(ours[later], theirs[later].float(), atol=1e-5, rtol=1e-4)
 
@@ -171,8 +184,8 @@ def test_composition_equals_transformerlens_implementation():
 def test_arena_convention_equals_arenas_formula(circuit):
     model, _ = circuit
     seq_len = 20
-    tokens = S.repeated_probe(40, seq_len, 2, 6, bos_token_id=0, seed=4)
-    ours = S.induction_score(model, "arena", period=seq_len, tokens=tokens)
+    tokens = repeated_probe(40, seq_len, 2, 6, bos_token_id=0, seed=4)
+    ours = induction_score(model, "arena", period=seq_len, tokens=tokens)
     _, cache = model.run_with_cache(tokens)
     for layer in range(2):
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
@@ -194,14 +207,14 @@ def test_tl_convention_equals_transformerlens_detect_head(demo_model, tmp_path):
     tokens = bridge.to_tokens(text)  # TL prepends BOS (id 0, the demo model's BOS)
     assert tokens[0, 0] == 0 and tokens.shape[1] == 61
     theirs = detect_head(bridge, text, "induction_head", error_measure="mul")
-    ours = S.induction_score(demo_model, "tl", tokens=tokens)
+    ours = induction_score(demo_model, "tl", tokens=tokens)
     torch.testing.assert_close(ours, theirs.float(), atol=1e-4, rtol=0)
     assert 0.4 < ours[1].max() < 0.5  # the 'mul' score tops out near 0.5 for a perfect head
-    olsson = S.induction_score(demo_model, "olsson", tokens=tokens)
+    olsson = induction_score(demo_model, "olsson", tokens=tokens)
     assert olsson[1].max() > 0.9
 
 
 def test_training_scores_fit_short_contexts():
     model = ih.HookedTransformer(tiny_config(n_ctx=12, d_vocab=8, bos_token_id=0))
-    out = S.training_scores(model)
+    out = training_scores(model)
     assert len(out["prefix_matching"]) == 2 and 0 <= out["best_prefix_matching"] <= 1

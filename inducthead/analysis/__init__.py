@@ -1,15 +1,14 @@
 """Finding heads: model adapters, head names, per-head scores, `detect` and its report."""
 
 from inducthead.analysis.adapters import ModelAdapter
+from inducthead.analysis.composition import composition_scores
+from inducthead.analysis.copying import copying_score, empirical_copying_score
 from inducthead.analysis.detect import detect
 from inducthead.analysis.emergence import emergence_step
 from inducthead.analysis.heads import Head, check_heads, head_label, parse_heads
 from inducthead.analysis.report import DetectionReport, Thresholds
 from inducthead.analysis.scores import (
-    composition_scores,
-    copying_score,
     duplicate_token_score,
-    empirical_copying_score,
     induction_score,
     prefix_matching_score,
     previous_token_score,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from inducthead.model import HookedTransformer
+from inducthead.tasks.probes import repeated_probe
 
 PATTERN = "blocks.{}.attn.hook_pattern"
 Z = "blocks.{}.attn.hook_z"
@@ -215,6 +216,27 @@ class ModelAdapter:
             tokens, names_filter=names, stop_at_layer=self.n_layers
         )
         return cache
+
+    def probe(
+        self,
+        period: int = 25,
+        repeats: float = 4,
+        n_samples: int = 10,
+        seed: int = 0,
+        exclude: Tensor | None = None,
+    ) -> Tensor:
+        """Repeated-token probe sequences for this model (`tasks.probes.repeated_probe` with its
+        vocabulary, BOS and device)."""
+        return repeated_probe(
+            self.d_vocab,
+            period,
+            repeats,
+            n_samples,
+            self.bos_token_id,
+            seed,
+            self.device,
+            exclude=exclude,
+        )
 
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """`tokens` as `[batch, pos]` long ids on the model's device; TypeError/ValueError naming

@@ -19,12 +19,11 @@ import math
 from collections.abc import Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
+from inducthead.model import token_nll
 from inducthead.tasks import Batch, RepeatedTokens, Task
-from inducthead.tasks.probes import induction_targets, target_mass
 
 __all__ = [
     "default_data",
@@ -128,12 +127,8 @@ def forward(model, tokens: Tensor, hooks=()) -> Tensor:
 # ----------------------------------------------------------------------------- metrics
 
 
-def _nll(logits: Tensor, targets: Tensor) -> Tensor:
-    return -F.log_softmax(logits.float(), -1).gather(-1, targets[..., None]).squeeze(-1)
-
-
 def repeated_loss(logits: Tensor, batch: Batch) -> float:
-    return _nll(logits, batch.targets)[batch.mask].mean().item()
+    return token_nll(logits, batch.targets)[batch.mask].mean().item()
 
 
 def repeated_accuracy(logits: Tensor, batch: Batch) -> float:
@@ -169,7 +164,7 @@ def icl_metric(early: int = 50, late: int = 500) -> Metric:
 
     def icl_score(logits: Tensor, batch: Batch) -> float:
         lo, hi = icl_positions(n_targets(batch), early, late)
-        nll = _nll(logits, batch.targets)
+        nll = token_nll(logits, batch.targets)
         return (nll[:, hi].mean() - nll[:, lo].mean()).item()
 
     return icl_score
@@ -239,7 +234,7 @@ def loss_by_position(model, data: Data = None) -> Tensor:
     curve behind `icl_score` (Olsson et al. 2022, "per-token loss")."""
     adapter = ModelAdapter.wrap(model)
     batch = as_batch(adapter, data)
-    nll = _nll(forward(adapter, batch.tokens), batch.targets)
+    nll = token_nll(forward(adapter, batch.tokens), batch.targets)
     return nll[:, : n_targets(batch)].mean(0).cpu()
 
 
@@ -262,11 +257,3 @@ def no_context_baseline(batch: Batch) -> dict[str, float]:
     counts = torch.bincount(targets).float()
     p = counts[counts > 0] / counts.sum()
     return {"loss": float(-(p * p.log()).sum()), "accuracy": float(p.max())}
-
-
-def induction_attention(pattern: Tensor, tokens: Tensor) -> Tensor:
-    """Per-head attention mass on induction targets (the token after an earlier copy of the
-    query's token), averaged over queries that have one: prefix matching on any tokens.
-    `pattern`: `[batch, head, q, k]` -> `[head]`."""
-    total, count = target_mass(pattern.float(), induction_targets(tokens))
-    return total / count.clamp(min=1)

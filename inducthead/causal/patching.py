@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
+from inducthead.analysis.attention import induction_attention
 from inducthead.analysis.heads import check_heads, head_label
 from inducthead.causal.ablation import Ablation
 from inducthead.causal.metrics import (
@@ -30,7 +31,6 @@ from inducthead.causal.metrics import (
     as_batch,
     describe,
     evaluate,
-    induction_attention,
     resolve_metrics,
 )
 from inducthead.tasks import Batch

@@ -38,6 +38,7 @@ from inducthead.causal.metrics import (
     resolve_metrics,
 )
 from inducthead.causal.patching import path_patch
+from inducthead.tasks.probes import fit_probe
 
 __all__ = ["verify", "CausalReport", "VerifyThresholds"]
 
@@ -129,9 +130,9 @@ def verify(
     candidates = None if heads is None else check_heads(heads, adapter, allow_empty=True)
     batch = as_batch(adapter, data)
     if detection is None:  # detect's default probe (period 25 x 4), fitted to small models
-        usable = adapter.n_ctx - (adapter.bos_token_id is not None)
-        period = max(4, min(25, adapter.d_vocab - (adapter.bos_token_id is not None), usable // 2))
-        detection = detect(adapter, period=period, repeats=max(2, min(4, usable // period)))
+        bos = adapter.bos_token_id is not None
+        period, repeats = fit_probe(adapter.n_ctx, adapter.d_vocab, bos, 25, 4, fit_vocab=True)
+        detection = detect(adapter, period=period, repeats=repeats)
     if candidates is None:
         candidates = list(detection.induction_heads)
     metrics = resolve_metrics(["loss", "accuracy"])

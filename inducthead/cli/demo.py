@@ -12,7 +12,7 @@ from inducthead.analysis import detect, head_label, prefix_matching_score
 from inducthead.causal import verify
 from inducthead.cli.common import add_train_args, preset_and_config, train_preset
 from inducthead.tasks import RepeatedTokens
-from inducthead.tasks.probes import probe_fit
+from inducthead.tasks.probes import ProbeFitError, fit_probe
 
 # A head whose held-out prefix-matching and previous-token scores pass 0.5 attends mostly to the
 # induction / previous-token target: the bar the demo reports heads against.
@@ -43,8 +43,13 @@ def held_out_scores(model, task: RepeatedTokens, n_samples: int = 10) -> dict[in
     """Prefix matching `[n_layers, n_heads]` at each held-out period (as many repeats as fit)."""
     cfg, out = model.cfg, {}
     for period in task.held_out_periods:
-        repeats = probe_fit(cfg.n_ctx, period, 4, cfg.bos_token_id is not None)
-        if repeats >= 2:
+        try:
+            fitted, repeats = fit_probe(
+                cfg.n_ctx, cfg.d_vocab, cfg.bos_token_id is not None, period
+            )
+        except ProbeFitError:
+            continue
+        if fitted == period:  # the period itself fits at least twice
             out[period] = prefix_matching_score(model, period, repeats, n_samples, seed=1)
     return out
 

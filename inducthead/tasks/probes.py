@@ -3,6 +3,9 @@ each query's induction / duplicate-token attention should land on. Token ids onl
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -70,20 +73,6 @@ def duplicate_targets(tokens: Tensor) -> Tensor:
     return same & torch.ones_like(same[0]).tril(-1)
 
 
-def target_mass(pattern: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-head sum over (batch, eligible query) of the attention mass on `targets`, and the
-    number of eligible rows (rows with at least one target). `pattern`: `[batch, head, q, k]`."""
-    rows = targets.any(-1)  # [b, q]
-    mass = torch.einsum("bhqk,bqk->bhq", pattern, targets.to(pattern.dtype))
-    return (mass * rows[:, None]).sum((0, 2)), rows.sum()
-
-
-def previous_mass(pattern: Tensor, first_query: int = 1) -> tuple[Tensor, Tensor]:
-    """Per-head sum of A[i, i-1] over queries i >= first_query, and the number of rows."""
-    diag = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)[..., first_query - 1 :]
-    return diag.sum((0, 2)), torch.tensor(diag.shape[0] * diag.shape[2])
-
-
 def candidate_tokens(tokens: Tensor, d_vocab_out: int, max_candidates: int, seed: int) -> Tensor:
     """Output tokens to compare the attended token against: all `d_vocab_out` ids when there are
     at most `max_candidates`, else the probe's tokens plus a seeded uniform sample of the rest (an
@@ -107,6 +96,107 @@ def subsample_rows(rows: Tensor, max_rows: int | None, seed: int) -> Tensor:
     return out.view_as(rows)
 
 
-def probe_fit(n_ctx: int, period: int, repeats: int, bos: bool) -> int:
-    """Largest whole number of repeats (<= `repeats`) of `period` that fits in `n_ctx`."""
-    return max(0, min(repeats, (n_ctx - bos) // period))
+class ProbeFitError(ValueError):
+    """No repeated-token probe fits the model's context or vocabulary."""
+
+
+def fit_probe(
+    n_ctx: int,
+    d_vocab: int,
+    bos: bool,
+    period: int = 25,
+    repeats: int = 4,
+    min_period: int = 4,
+    fit_vocab: bool = False,
+) -> tuple[int, int]:
+    """The (period, repeats) of the largest repeated-token probe like the one asked for that fits
+    `n_ctx` (BOS included when `bos`): fewer repeats first (not below 2), then a shorter period;
+    with `fit_vocab` also a period no longer than the non-BOS vocabulary (tokens within a period
+    are distinct), with repeats refilled to the context. ProbeFitError if the period ends below
+    `min_period` or needs more distinct tokens than the vocabulary has."""
+    usable, content = n_ctx - bos, d_vocab - bos
+    if fit_vocab and content < min_period:
+        raise ProbeFitError(
+            f"d_vocab={d_vocab} has only {content} non-BOS tokens; a probe needs at least "
+            f"{min_period} distinct tokens per period."
+        )
+    fitted_repeats = max(2, min(repeats, usable // period))
+    fitted = min(period, usable // fitted_repeats)
+    if fit_vocab:
+        fitted = min(fitted, content)
+    if fitted < min_period:
+        raise ProbeFitError(
+            f"no probe fits in n_ctx={n_ctx}: the smallest probe is {'BOS + ' if bos else ''}2 "
+            f"repeats of period {min_period} ({2 * min_period + bos} tokens). Largest allowed "
+            f"values here: period={max(usable // 2, 0)}, repeats=2."
+        )
+    if content < fitted:
+        raise ProbeFitError(
+            f"d_vocab={d_vocab} has only {content} non-BOS tokens, fewer than the probe period "
+            f"{fitted} (tokens within a period are distinct); pass period <= {content}."
+        )
+    return fitted, max(2, min(repeats, usable // fitted))
+
+
+def coprime_partner(period: int) -> int:
+    """A second probe period coprime to `period`, about 0.7·period (>= 3): a head keyed to one
+    fixed distance cannot prefix-match on both."""
+    for candidate in range(max(3, round(0.7 * period)), 2, -1):
+        if math.gcd(candidate, period) == 1 and candidate != period:
+            return candidate
+    return period + 1
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """`detect`'s probes: `n_samples` sequences per period, all `length` content tokens long."""
+
+    periods: tuple[int, ...]
+    length: int  # content tokens per probe sequence (BOS excluded)
+    repeats: int
+    n_samples: int
+    bos_token_id: int | None
+    seed: int
+
+    def tokens(self, d_vocab: int, device) -> tuple[Tensor, Tensor]:
+        """The stacked probes of every period and each sequence's period index."""
+        parts = [
+            repeated_probe(
+                d_vocab,
+                p,
+                None,
+                self.n_samples,
+                self.bos_token_id,
+                self.seed + i,
+                device,
+                length=self.length,
+            )
+            for i, p in enumerate(self.periods)
+        ]
+        which = torch.arange(len(parts), device=device).repeat_interleave(self.n_samples)
+        return torch.cat(parts), which
+
+
+def plan_probe(
+    n_ctx: int,
+    d_vocab: int,
+    bos_token_id: int | None,
+    period: int = 25,
+    repeats: int = 4,
+    n_samples: int = 10,
+    seed: int = 0,
+) -> tuple[ProbePlan, list[str]]:
+    """`detect`'s probe plan fitted to the model (`fit_probe`), at `period` and a coprime partner
+    period; returns it with notes describing any change to what was asked."""
+    if repeats < 2 or period < 4:
+        raise ValueError(f"detect needs period >= 4 and repeats >= 2, got {period} and {repeats}.")
+    fitted, fitted_repeats = fit_probe(n_ctx, d_vocab, bos_token_id is not None, period, repeats)
+    notes = []
+    if (fitted, fitted_repeats) != (period, repeats):
+        notes.append(
+            f"probe shortened to fit n_ctx={n_ctx}: period {fitted} (asked {period}), repeats "
+            f"{fitted_repeats} (asked {repeats})."
+        )
+    periods = (fitted, coprime_partner(fitted))
+    length = fitted * fitted_repeats
+    return ProbePlan(periods, length, fitted_repeats, n_samples, bos_token_id, seed), notes
