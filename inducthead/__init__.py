@@ -7,10 +7,20 @@ config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir
 
 from inducthead import presets, tasks
 from inducthead._version import __version__
-from inducthead.analysis import DetectionReport, Thresholds, detect, emergence_step
+from inducthead.analysis import (
+    DetectionReport,
+    DetectionResult,
+    Head,
+    Thresholds,
+    detect,
+    emergence_step,
+    induction_score,
+)
 from inducthead.causal import (
     AblationResult,
     CausalReport,
+    CausalResult,
+    PatchResult,
     ablate,
     ablation_scan,
     clamp,
@@ -42,11 +52,16 @@ __all__ = [
     "load_pickle",
     "Run",
     "detect",
+    "DetectionResult",
     "DetectionReport",
+    "Head",
+    "induction_score",
     "Thresholds",
     "load_pretrained",
     "verify",
+    "CausalResult",
     "CausalReport",
+    "PatchResult",
     "ablate",
     "ablation_scan",
     "AblationResult",

@@ -5,11 +5,10 @@ import torch
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
-from inducthead.causal.ablation import ablate, ablation_scan, pattern_hooks, record_patterns
+from inducthead.causal.ablation import ablate, pattern_hooks, record_patterns
+from inducthead.causal.data import batch_from_tokens, default_data
 from inducthead.causal.metrics import (
     METRICS,
-    batch_from_tokens,
-    default_data,
     evaluate,
     forward,
     icl_positions,
@@ -17,6 +16,7 @@ from inducthead.causal.metrics import (
     loss_by_position,
     no_context_baseline,
 )
+from inducthead.causal.scan import ablation_scan
 from inducthead.model import induction_circuit
 from inducthead.tasks.probes import repeated_probe
 

@@ -29,7 +29,7 @@ def test_demo_model_induction_heads_are_confirmed(demo_model, demo_report):
         row = r.rows[head]
         assert row["loss_share"] > 2 * t.loss_share
         assert row["specificity"] > 2 * t.specificity
-        assert row["senders"] == "L0H0"
+        assert row["senders"] == [(0, 0)]
         assert row["prefix_drop"] > 0.8 and row["key_recovery"] > 0.9
         assert abs(row["query_recovery"]) < 0.05
     # together they are the model's in-context learning: accuracy falls to the baseline

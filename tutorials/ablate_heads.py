@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 import inducthead as ih
-from inducthead.causal.metrics import METRICS, default_data, evaluate, no_context_baseline
+from inducthead.causal.data import default_data
+from inducthead.causal.metrics import METRICS, evaluate, no_context_baseline
 
 MODEL = Path(__file__).resolve().parent.parent / "assets" / "demo"
 HEADS = None  # e.g. ["L1H0", "L1H1"]; None = the induction heads detect() finds

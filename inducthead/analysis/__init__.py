@@ -3,10 +3,11 @@
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.composition import composition_scores
 from inducthead.analysis.copying import copying_score, empirical_copying_score
-from inducthead.analysis.detect import detect
+from inducthead.analysis.detect import detect, detect_heads
 from inducthead.analysis.emergence import emergence_step
-from inducthead.analysis.heads import Head, check_heads, head_label, parse_heads
-from inducthead.analysis.report import DetectionReport, Thresholds
+from inducthead.analysis.heads import Head, all_heads, check_heads, head_label, parse_heads
+from inducthead.analysis.report import DetectionReport, DetectionResult, Thresholds
+from inducthead.analysis.results import Result
 from inducthead.analysis.scores import (
     duplicate_token_score,
     induction_score,
@@ -21,7 +22,11 @@ __all__ = [
     "parse_heads",
     "check_heads",
     "detect",
+    "detect_heads",
+    "DetectionResult",
     "DetectionReport",
+    "Result",
+    "all_heads",
     "Thresholds",
     "emergence_step",
     "prefix_matching_score",

@@ -238,6 +238,11 @@ class ModelAdapter:
             exclude=exclude,
         )
 
+    def logits(self, tokens: Tensor, hooks: Iterable = ()) -> Tensor:
+        """The model's logits on `tokens` with forward `hooks` active (no gradients)."""
+        with torch.no_grad():
+            return self.model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """`tokens` as `[batch, pos]` long ids on the model's device; TypeError/ValueError naming
         what is wrong (not an integer matrix, longer than n_ctx, ids outside the vocabulary)."""

@@ -73,7 +73,7 @@ def composition_scores(model, kind: Literal["Q", "K", "V"] = "K", baseline: bool
         scores = scores - random_composition_baseline(adapter.d_model, adapter.d_head, kind)
     layers = torch.arange(adapter.n_layers, device=scores.device)
     later = layers[:, None, None, None] < layers[None, None, :, None]
-    return torch.where(later, scores, torch.full_like(scores, math.nan))
+    return torch.where(later, scores, torch.full_like(scores, math.nan)).cpu()
 
 
 def k_composition_with_previous(adapter: ModelAdapter, previous: Tensor):

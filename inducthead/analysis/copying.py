@@ -22,7 +22,11 @@ def copying_score(model) -> Tensor:
     every eigenvalue is positive (the head raises the logit of the token it attends to), -1 when
     all are negative. Computed from the d_head × d_head matrix W_O W_U W_E W_V, which has the
     same nonzero eigenvalues; eigenvalues may be complex, Σλ (the trace) is real."""
-    adapter = ModelAdapter.wrap(model)
+    return eigen_copying(ModelAdapter.wrap(model)).cpu()
+
+
+def eigen_copying(adapter: ModelAdapter) -> Tensor:
+    """`copying_score` of an adapted model, on its device."""
     if adapter.d_vocab_out != adapter.d_vocab:
         raise ValueError(
             f"copying_score needs d_vocab_out == d_vocab (a square OV circuit), got "

@@ -19,11 +19,11 @@ from torch import Tensor
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.attention import attention_pass
 from inducthead.analysis.composition import k_composition_with_previous
-from inducthead.analysis.copying import EmpiricalCopying, copying_score
-from inducthead.analysis.report import DetectionReport, Thresholds
+from inducthead.analysis.copying import EmpiricalCopying, eigen_copying
+from inducthead.analysis.report import DetectionResult, Thresholds
 from inducthead.tasks.probes import plan_probe
 
-__all__ = ["detect", "DetectionReport", "Thresholds"]
+__all__ = ["detect", "detect_heads", "DetectionResult", "Thresholds"]
 
 
 def detect(
@@ -40,7 +40,7 @@ def detect(
     max_queries: int = 256,
     max_candidates: int = 1024,
     bos_token_id: int | None | str = "auto",
-) -> DetectionReport:
+) -> DetectionResult:
     """Find induction heads in any hooked transformer (ours, TransformerBridge, TL 3).
 
     Probes: [BOS] + `period` distinct random tokens repeated `repeats` times, and the same length
@@ -56,6 +56,34 @@ def detect(
     adapter = ModelAdapter.wrap(model, bos_token_id)
     if device is not None:
         adapter.model.to(device)
+    return detect_heads(
+        adapter,
+        n_samples=n_samples,
+        period=period,
+        repeats=repeats,
+        batch_size=batch_size,
+        seed=seed,
+        thresholds=thresholds,
+        tokens=tokens,
+        max_queries=max_queries,
+        max_candidates=max_candidates,
+    )
+
+
+def detect_heads(
+    adapter: ModelAdapter,
+    *,
+    n_samples: int = 10,
+    period: int = 25,
+    repeats: int = 4,
+    batch_size: int | None = None,
+    seed: int = 0,
+    thresholds: Thresholds | None = None,
+    tokens: Tensor | None = None,
+    max_queries: int = 256,
+    max_candidates: int = 1024,
+) -> DetectionResult:
+    """`detect` on a model already wrapped in its adapter (what `verify` calls)."""
     adapter.check_finite()
     thresholds = thresholds or Thresholds()
     notes: list[str] = []
@@ -102,7 +130,7 @@ def detect(
     scores["copying_eigen"] = _copying_eigen(adapter, notes)
     k_comp, sources = k_composition_with_previous(adapter, scores["previous_token"])
     scores["k_composition"] = k_comp
-    return DetectionReport(
+    return DetectionResult(
         scores={k: v.detach().float().cpu() for k, v in scores.items()},
         thresholds=thresholds,
         probe=probe_info,
@@ -116,4 +144,4 @@ def _copying_eigen(adapter: ModelAdapter, notes: list[str]) -> Tensor:
     if adapter.d_vocab_out != adapter.d_vocab:
         notes.append("copying_eigen is undefined when d_vocab_out != d_vocab; reported as NaN.")
         return torch.full((adapter.n_layers, adapter.n_heads), math.nan)
-    return copying_score(adapter)
+    return eigen_copying(adapter)

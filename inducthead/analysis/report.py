@@ -1,4 +1,4 @@
-"""`DetectionReport` (what `inducthead.detect` returns) and the `Thresholds` behind its verdicts."""
+"""`DetectionResult` (what `inducthead.detect` returns) and the `Thresholds` behind its verdicts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor
 
-from inducthead.analysis.heads import Head, head_label
-from inducthead.analysis.results import HeadTable, dump_json, from_jsonable, html_heads
+from inducthead.analysis.heads import Head, head_label, parse_heads
+from inducthead.analysis.results import HeadTable, from_jsonable, html_heads
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Thresholds:
         return asdict(self)
 
 
-class DetectionReport(HeadTable):
+class DetectionResult(HeadTable):
     """Per-head scores and verdicts from `detect`.
 
     Scores (`[n_layers, n_heads]` tensors in `.scores`): prefix_matching (minimum over probe
@@ -67,7 +67,7 @@ class DetectionReport(HeadTable):
         self.warnings = list(warnings)
 
     def _select(self, mask: Tensor, key: str) -> list[Head]:
-        found = [(int(l), int(h)) for l, h in mask.nonzero().tolist()]
+        found = [Head(int(l), int(h)) for l, h in mask.nonzero().tolist()]
         return sorted(found, key=lambda x: -float(self.scores[key][x]))
 
     @property
@@ -135,13 +135,9 @@ class DetectionReport(HeadTable):
             "warnings": self.warnings,
         }
 
-    def to_json(self, path=None) -> str:
-        """JSON text (NaN as null); written to `path` when given."""
-        return dump_json(self.to_dict(), path)
-
     @classmethod
-    def from_dict(cls, d: dict) -> DetectionReport:
-        sources = [tuple(s) if s is not None else None for s in d["k_composition_source"]]
+    def from_dict(cls, d: dict) -> DetectionResult:
+        sources = [_source(s) for s in d["k_composition_source"]]
         return cls(
             {k: from_jsonable(v) for k, v in d["scores"].items()},
             Thresholds(**d["thresholds"]),
@@ -182,6 +178,9 @@ class DetectionReport(HeadTable):
             index=False, float_format=lambda x: f"{x:.3f}"
         )
 
+    def __str__(self) -> str:
+        return "\n".join([repr(self), self.table(), *self.summary_lines()])
+
     def __repr__(self) -> str:
         n_layers, n_heads = self.shape
         top = (
@@ -192,7 +191,7 @@ class DetectionReport(HeadTable):
             or "none"
         )
         return (
-            f"DetectionReport({self.model_name!r}, {n_layers}L x {n_heads}H; induction heads: "
+            f"DetectionResult({self.model_name!r}, {n_layers}L x {n_heads}H; induction heads: "
             f"{top}; anti-induction: {len(self.anti_induction_heads)}, previous-token: "
             f"{len(self.previous_token_heads)}, duplicate-token: "
             f"{len(self.duplicate_token_heads)})"
@@ -200,7 +199,7 @@ class DetectionReport(HeadTable):
 
     def _repr_html_(self) -> str:
         parts = [
-            f"<p><b>DetectionReport</b> for <code>{self.model_name}</code></p><p>",
+            f"<p><b>DetectionResult</b> for <code>{self.model_name}</code></p><p>",
             html_heads("induction heads", self.induction_heads),
             "<br>",
             html_heads("anti-induction heads", self.anti_induction_heads),
@@ -212,3 +211,13 @@ class DetectionReport(HeadTable):
             self.html_table(list(self.COLUMNS)),
         ]
         return "".join(parts)
+
+
+def _source(value) -> Head | None:
+    """A stored K-composition source: "L0H0", [0, 0] or None."""
+    if value is None:
+        return None
+    return parse_heads([value])[0]
+
+
+DetectionReport = DetectionResult  # the name earlier versions used

@@ -1,4 +1,19 @@
-"""Plumbing shared by result objects: per-head tables, heatmaps, JSON."""
+"""The result contract every inducthead result object follows, and per-head tables.
+
+Every result class is named `...Result` (`DetectionResult`, `CausalResult`, `AblationResult`,
+`PatchResult`, `SweepResult`, and those of later analyses) and has:
+
+- `repr(result)`: one line with the verdict or the headline numbers;
+- `str(result)` / `print(result)`: that line and the text table;
+- `to_dataframe()`: one row per head where the result is per head (plain values in every cell);
+- `to_dict()` / `from_dict()`, `to_json(path=None)` / `from_json(text_or_path)`: lossless
+  round trips (NaN is stored as null, infinities as "inf" / "-inf");
+- `plot()`: a matplotlib figure;
+- `_repr_html_()`: the Jupyter view.
+
+(The "report" is the self-contained HTML document of a run; result objects are what functions
+return.)
+"""
 
 from __future__ import annotations
 
@@ -6,33 +21,104 @@ import html
 import json
 import math
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from inducthead.analysis.heads import Head, head_label
+from inducthead.analysis.heads import Head, all_heads, head_label
+
+FLOAT_FORMAT = "{:.3f}".format
 
 
 def to_jsonable(value: Any) -> Any:
-    """Tensors to nested lists, NaN/inf to None, tuples to lists (JSON has no NaN)."""
+    """Tensors to nested lists, NaN to None, ±inf to "inf"/"-inf", heads to "L1H4", tuples to
+    lists (JSON has neither NaN nor infinity)."""
     if isinstance(value, Tensor):
         return to_jsonable(value.tolist())
+    if isinstance(value, Head):
+        return str(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, float) and math.isnan(value):
         return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     return value
 
 
 def from_jsonable(nested) -> Tensor:
-    return torch.tensor([[math.nan if v is None else v for v in row] for row in nested])
+    """A `[rows, cols]` float tensor from nested lists as `to_jsonable` wrote them."""
+    return torch.tensor([[nan_if_none(v) for v in row] for row in nested])
 
 
-class HeadTable:
-    """Base for results holding `[n_layers, n_heads]` score tensors in `self.scores`."""
+def nan_if_none(value):
+    """A number as `to_jsonable` wrote it: None is NaN, "inf"/"-inf" are infinities."""
+    if value is None:
+        return math.nan
+    if value in ("inf", "-inf"):
+        return float(value)
+    return value
+
+
+def dump_json(data: dict, path=None) -> str:
+    text = json.dumps(to_jsonable(data), indent=2)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+class Result:
+    """Base of the result objects (module docstring). Subclasses implement `to_dict`,
+    `from_dict`, `to_dataframe`, `plot` and `__repr__`; the rest follows."""
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        raise NotImplementedError
+
+    def to_json(self, path=None) -> str:
+        """JSON text (NaN as null); written to `path` when given."""
+        return dump_json(self.to_dict(), path)
+
+    @classmethod
+    def from_json(cls, source: str | Path):
+        """From JSON text, or from a file holding it."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text()
+        return cls.from_dict(json.loads(text))
+
+    def to_dataframe(self):
+        raise NotImplementedError
+
+    def table(self) -> str:
+        """The `to_dataframe()` table as text."""
+        df = self.to_dataframe()
+        if df.empty:
+            return "(empty)"
+        return df.to_string(index=False, float_format=FLOAT_FORMAT, na_rep="–")
+
+    def __str__(self) -> str:
+        return f"{self!r}\n{self.table()}"
+
+    def _repr_html_(self) -> str:
+        df = self.to_dataframe()
+        table = df.to_html(index=False, float_format=FLOAT_FORMAT, na_rep="–") if len(df) else ""
+        return f"<p><code>{html.escape(repr(self))}</code></p>{table}"
+
+    def plot(self, **kwargs):
+        raise NotImplementedError
+
+
+class HeadTable(Result):
+    """Base for results holding `[n_layers, n_heads]` score tensors in `self.scores`: one
+    dataframe row per head and layer x head heatmaps."""
 
     scores: dict[str, Tensor]
     title: str = "scores"
@@ -42,8 +128,7 @@ class HeadTable:
         return tuple(next(iter(self.scores.values())).shape)
 
     def heads(self) -> list[Head]:
-        n_layers, n_heads = self.shape
-        return [(l, h) for l in range(n_layers) for h in range(n_heads)]
+        return all_heads(*self.shape)
 
     def extra_columns(self) -> dict[str, list]:
         """Subclasses add per-head columns (e.g. a verdict)."""
@@ -114,18 +199,9 @@ class HeadTable:
             df = df[[c for c in columns if c in df]]
         if len(df) > max_rows:
             df = df.head(max_rows)
-        return df.to_html(index=False, float_format=lambda x: f"{x:.3f}", na_rep="–")
+        return df.to_html(index=False, float_format=FLOAT_FORMAT, na_rep="–")
 
 
 def html_heads(title: str, heads: list[Head]) -> str:
     names = ", ".join(head_label(h) for h in heads) or "none"
     return f"<b>{html.escape(title)}</b>: {html.escape(names)}"
-
-
-def dump_json(data: dict, path=None) -> str:
-    text = json.dumps(to_jsonable(data), indent=2)
-    if path is not None:
-        from pathlib import Path
-
-        Path(path).write_text(text)
-    return text

@@ -61,9 +61,7 @@ def duplicate_token_score(
 ) -> Tensor:
     """Mean attention from each query in repeats 2+ to the earlier copies of its own token
     (Wang et al. 2022's duplicate-token heads; TL's `duplicate_token_head` pattern)."""
-    adapter = ModelAdapter.wrap(model)
-    tokens = adapter.probe(period, repeats, n_samples, seed) if tokens is None else tokens
-    return _score(adapter, tokens, "duplicate", batch_size)
+    return _probe_score(model, "duplicate", period, repeats, n_samples, seed, tokens, batch_size)
 
 
 def previous_token_score(
@@ -77,9 +75,13 @@ def previous_token_score(
 ) -> Tensor:
     """Mean A[i, i-1] over content queries (Elhage et al. 2021's previous-token heads); the query
     right after BOS is left out, its only earlier key being BOS."""
+    return _probe_score(model, "previous", period, repeats, n_samples, seed, tokens, batch_size)
+
+
+def _probe_score(model, kind, period, repeats, n_samples, seed, tokens, batch_size) -> Tensor:
     adapter = ModelAdapter.wrap(model)
     tokens = adapter.probe(period, repeats, n_samples, seed) if tokens is None else tokens
-    return _score(adapter, tokens, "previous", batch_size)
+    return _score(adapter, tokens, kind, batch_size)
 
 
 def induction_score(
@@ -103,9 +105,9 @@ def induction_score(
     """
     adapter = ModelAdapter.wrap(model)
     if convention == "olsson":
-        return prefix_matching_score(
-            adapter, period, max(repeats, 2), n_samples, seed, tokens=tokens
-        )
+        if tokens is None:
+            tokens = adapter.probe(period, max(repeats, 2), n_samples, seed)
+        return _score(adapter, tokens, "induction", None)
     if convention not in ("arena", "tl"):
         raise ValueError(f"convention must be 'olsson', 'arena' or 'tl', got {convention!r}.")
     if tokens is None:

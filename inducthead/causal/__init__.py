@@ -1,16 +1,13 @@
-"""Causal evidence: metrics and data, head ablations and scans, patching, clamps and `verify`."""
+"""Causal evidence: data and metrics, head ablations and scans, patching, clamps and `verify`."""
 
-from inducthead.causal.ablation import Ablation, AblationResult, ablate, ablation_scan
+from inducthead.causal.ablation import Ablation, ablate
 from inducthead.causal.clamp import Clamp, clamp
-from inducthead.causal.metrics import (
-    METRICS,
-    default_data,
-    icl_score,
-    loss_by_position,
-    no_context_baseline,
-)
+from inducthead.causal.data import default_data
+from inducthead.causal.metrics import METRICS, icl_score, loss_by_position, no_context_baseline
 from inducthead.causal.patching import PatchResult, patch_heads, path_patch
-from inducthead.causal.verify import CausalReport, VerifyThresholds, verify
+from inducthead.causal.report import CausalReport, CausalResult, VerifyThresholds
+from inducthead.causal.scan import AblationResult, ablation_scan
+from inducthead.causal.verify import verify
 
 __all__ = [
     "ablate",
@@ -23,6 +20,7 @@ __all__ = [
     "path_patch",
     "PatchResult",
     "verify",
+    "CausalResult",
     "CausalReport",
     "VerifyThresholds",
     "METRICS",

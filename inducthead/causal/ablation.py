@@ -7,36 +7,27 @@ logit difference, ICL score) and the data they run on live in `inducthead.causal
 
 >>> with ih.ablate(model, ["L1H0"], mode="pattern_preserving"):
 ...     logits = model(tokens)
->>> scan = ih.ablation_scan(model, mode="zero")      # [n_layers, n_heads] effect of each head
+
+Scans of every head (`ablation_scan`) live in `causal.scan`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
-from inducthead.analysis.heads import Head, check_heads, head_label
-from inducthead.analysis.results import HeadTable, dump_json
-from inducthead.causal.metrics import (
-    Data,
-    as_batch,
-    default_data,
-    describe,
-    evaluate,
-    forward,
-    resolve_metrics,
-)
+from inducthead.analysis.heads import check_heads, head_label
+from inducthead.causal.data import Data, as_batch, describe, repeated_token_batch
 
-__all__ = ["ablate", "Ablation", "ablation_scan", "AblationResult", "check_heads", "MODES"]
+__all__ = ["ablate", "Ablation", "MODES"]
 
 MODES = ("zero", "mean", "pattern_preserving")
 
 
-def _check_mode(mode: str) -> str:
+def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}.")
     return mode
@@ -51,11 +42,11 @@ def z_means(adapter: ModelAdapter, reference: Data, layers: Iterable[int]) -> di
     return {l: cache[adapter.z_hook(l)].float().mean((0, 1)) for l in layers}
 
 
-def _reference(adapter: ModelAdapter, reference: Data):
+def mean_reference(adapter: ModelAdapter, reference: Data):
     """The mean-ablation reference and its description (the documented default when None)."""
     if reference is not None:
         return reference, describe(reference)
-    data = default_data(adapter, seed=1)
+    data = repeated_token_batch(adapter, seed=1)
     return data, f"default repeated-token data ({describe(data)}, seed 1)"
 
 
@@ -67,7 +58,7 @@ def record_patterns(adapter: ModelAdapter, tokens: Tensor, hooks=()) -> dict[int
     return {l: cache[n] for l, n in enumerate(names)}
 
 
-def _replace_heads_hook(values: dict[int, Tensor | None], block: int | None = None):
+def replace_heads_hook(values: dict[int, Tensor | None], block: int | None = None):
     """Hook on `hook_z` setting head h to `values[h]` (None: zero); with `block`, only rows
     [i·block, (i+1)·block) of the batch get the i-th head of `values` (stacked scans)."""
 
@@ -115,7 +106,7 @@ class Ablation:
       shared by the layer and stays).
     - "mean": `hook_z` is set to its mean over the sequences AND positions of a reference batch
       (one `[d_head]` vector per head: a per-position mean would tie the ablation to one sequence
-      length). Without `reference` the default data of `causal.metrics.default_data` with seed 1
+      length). Without `reference` the default data of `causal.data.default_data` with seed 1
       (repeated random tokens, not the data you evaluate on) is the reference; `.reference`
       says which was used. Mean ablation never silently falls back to zero.
     - "pattern_preserving" (Olsson et al. 2022's ablation tables): record every layer's attention
@@ -129,15 +120,15 @@ class Ablation:
     ...     logits = model(tokens)
     """
 
-    def __init__(self, model, heads, mode: str = "zero", reference: Data = None):
-        self.adapter = ModelAdapter.wrap(model)
-        self.model = self.adapter.model
+    def __init__(self, adapter: ModelAdapter, heads, mode: str = "zero", reference: Data = None):
+        self.adapter = adapter
+        self.model = adapter.model
         self.heads = check_heads(heads, self.adapter)
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.reference = None
         self._means: dict[int, Tensor] = {}
         if mode == "mean":
-            reference, self.reference = _reference(self.adapter, reference)
+            reference, self.reference = mean_reference(self.adapter, reference)
             self._means = z_means(self.adapter, reference, [l for l, _ in self.heads])
         elif reference is not None:
             raise ValueError(f"reference is only used by mode='mean', not {mode!r}.")
@@ -154,7 +145,7 @@ class Ablation:
     @property
     def z_hooks(self) -> list:
         layers = sorted({l for l, _ in self.heads})
-        return [(self.adapter.z_hook(l), _replace_heads_hook(self.values(l))) for l in layers]
+        return [(self.adapter.z_hook(l), replace_heads_hook(self.values(l))) for l in layers]
 
     @property
     def hooks(self) -> list:
@@ -238,138 +229,4 @@ class Ablation:
 def ablate(model, heads, mode: str = "zero", reference: Data = None) -> Ablation:
     """Ablate `heads` of `model` (see `Ablation`): `with ablate(model, ["L1H0"]): ...`, or
     `model.run_with_hooks(tokens, fwd_hooks=ablate(model, heads).hooks)`."""
-    return Ablation(model, heads, mode, reference)
-
-
-# ----------------------------------------------------------------------------- scans
-
-
-def _chunk_size(
-    adapter: ModelAdapter, batch: int, positions: int, max_batch: int | None, patterns: bool
-) -> int:
-    """Heads stacked per forward: bounded by `max_batch` sequences, else by ~2^27 elements of
-    logits (plus the tiled attention patterns of a pattern-preserving scan)."""
-    if max_batch is not None:
-        return max(1, max_batch // batch)
-    per_copy = batch * positions * adapter.d_vocab_out
-    if patterns:
-        per_copy += batch * adapter.n_layers * adapter.n_heads * positions**2
-    return max(1, (1 << 27) // per_copy)
-
-
-def ablation_scan(
-    model,
-    data: Data = None,
-    metric="loss",
-    mode: str = "zero",
-    *,
-    reference: Data = None,
-    heads=None,
-    max_batch: int | None = None,
-) -> AblationResult:
-    """The effect of ablating each head alone: `[n_layers, n_heads]` per metric, ablated minus
-    clean (positive loss effect = the head helps).
-
-    `data`: a `Batch`, token ids `[batch, pos]` or None (`causal.metrics.default_data`);
-    `metric`: "loss", "accuracy", "logit_diff", "icl_score", a callable `metric(logits, batch)`,
-    or a list / dict of them. `heads` restricts the scan (others are NaN). Several heads are
-    ablated in one forward by stacking copies of the batch (one head per copy); `max_batch`
-    bounds the sequences per forward (default: about 2^27 logits).
-    """
-    adapter = ModelAdapter.wrap(model)
-    _check_mode(mode)
-    batch = as_batch(adapter, data)
-    metrics = resolve_metrics(metric)
-    heads = adapter_heads(adapter) if heads is None else check_heads(heads, adapter)
-    tokens = batch.tokens
-    B = tokens.shape[0]
-    means = {}
-    ref_name = None
-    if mode == "mean":
-        reference, ref_name = _reference(adapter, reference)
-        means = z_means(adapter, reference, {l for l, _ in heads})
-    patterns = record_patterns(adapter, tokens) if mode == "pattern_preserving" else {}
-    clean = evaluate(metrics, forward(adapter, tokens, pattern_hooks(adapter, patterns)), batch)
-    effects = {k: torch.full((adapter.n_layers, adapter.n_heads), math.nan) for k in metrics}
-    k = _chunk_size(adapter, B, tokens.shape[1], max_batch, mode == "pattern_preserving")
-    for layer in sorted({l for l, _ in heads}):
-        mine = [h for l, h in heads if l == layer]
-        for start in range(0, len(mine), k):
-            chunk = mine[start : start + k]
-            values = {h: (means[layer][h] if mode == "mean" else None) for h in chunk}
-            hooks = [(adapter.z_hook(layer), _replace_heads_hook(values, block=B))]
-            hooks += pattern_hooks(adapter, patterns, repeat=len(chunk))
-            logits = forward(adapter, tokens.repeat(len(chunk), 1), hooks)
-            for i, h in enumerate(chunk):
-                result = evaluate(metrics, logits[i * B : (i + 1) * B], batch)
-                for name, value in result.items():
-                    effects[name][layer, h] = value - clean[name]
-    return AblationResult(effects, clean, mode, adapter.name, B, ref_name)
-
-
-def adapter_heads(adapter: ModelAdapter) -> list[Head]:
-    return [(l, h) for l in range(adapter.n_layers) for h in range(adapter.n_heads)]
-
-
-class AblationResult(HeadTable):
-    """Per-head ablation effects from `ablation_scan`: `.scores[metric]` is `[n_layers, n_heads]`,
-    ablated minus clean; `.clean[metric]` the unablated value; `.ablated[metric]` the ablated
-    values."""
-
-    title = "inducthead.ablation_scan (ablated - clean)"
-
-    def __init__(self, scores, clean, mode, model_name, n_sequences, reference=None):
-        self.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
-        self.clean = dict(clean)
-        self.mode = mode
-        self.model_name = model_name
-        self.n_sequences = n_sequences
-        self.reference = reference
-
-    @property
-    def ablated(self) -> dict[str, Tensor]:
-        return {k: self.clean[k] + v for k, v in self.scores.items()}
-
-    def strongest(self, metric: str | None = None, k: int = 3) -> list[Head]:
-        """The `k` heads with the largest |effect| on `metric` (default: the first)."""
-        values = self.scores[metric or next(iter(self.scores))]
-        finite = [(h, abs(float(values[h]))) for h in self.heads() if math.isfinite(values[h])]
-        return [h for h, _ in sorted(finite, key=lambda x: -x[1])[:k]]
-
-    def extra_columns(self) -> dict[str, list]:
-        return {f"{k}_clean": [self.clean[k]] * len(self.heads()) for k in self.scores}
-
-    def plot(self, keys=None, **kwargs):
-        return super().plot(keys, highlight=self.strongest(), **kwargs)
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model_name,
-            "mode": self.mode,
-            "n_sequences": self.n_sequences,
-            "reference": self.reference,
-            "clean": self.clean,
-            "effects": self.scores,
-        }
-
-    def to_json(self, path=None) -> str:
-        return dump_json(self.to_dict(), path)
-
-    def __repr__(self) -> str:
-        n_layers, n_heads = self.shape
-        first = next(iter(self.scores))
-        top = ", ".join(
-            f"{head_label(h)} {float(self.scores[first][h]):+.3f}" for h in self.strongest()
-        )
-        clean = ", ".join(f"{k} {v:.3f}" for k, v in self.clean.items())
-        return (
-            f"AblationResult({self.model_name!r}, {self.mode} ablation, {n_layers}L x {n_heads}H, "
-            f"{self.n_sequences} sequences; clean {clean}; strongest on {first}: {top})"
-        )
-
-    def _repr_html_(self) -> str:
-        return (
-            f"<p><b>AblationResult</b> ({self.mode}) for <code>{self.model_name}</code>; "
-            f"clean: {', '.join(f'{k} {v:.3f}' for k, v in self.clean.items())}</p>"
-            + self.html_table(["label", *self.scores])
-        )
+    return Ablation(ModelAdapter.wrap(model), heads, mode, reference)

@@ -1,4 +1,4 @@
-"""Data and metrics for causal experiments (ablation, patching, verify).
+"""Metrics for causal experiments (ablation, patching, verify); their data is `causal.data`.
 
 Metrics take `(logits, batch)` and return a float; `logits` are the model's output on
 `batch.tokens` and `batch.targets[b, i]` is the token to predict at position i. The built-in
@@ -22,106 +22,27 @@ import torch
 from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
+from inducthead.causal.data import Data, as_batch, describe, n_targets
 from inducthead.model import token_nll
-from inducthead.tasks import Batch, RepeatedTokens, Task
+from inducthead.tasks import Batch
 
 __all__ = [
-    "default_data",
-    "as_batch",
-    "batch_from_tokens",
     "METRICS",
+    "forward",
+    "evaluate",
+    "resolve_metrics",
     "icl_score",
     "icl_positions",
     "loss_by_position",
     "no_context_baseline",
 ]
 
-Data = Batch | Tensor | Task | None
 Metric = Callable[[Tensor, Batch], float]
 
 
-# ----------------------------------------------------------------------------- data
-
-
-def default_data(model, n_samples: int = 64, seq_len: int | None = None, seed: int = 0) -> Batch:
-    """The data causal experiments use when none is given: `RepeatedTokens` for the model —
-    [BOS] + random tokens with a segment repeated from a random offset, period drawn from
-    4..40 (all periods, including those `RepeatedTokens` holds out from training), `seq_len`
-    = min(n_ctx, 128) tokens, `n_samples` sequences, loss mask on the induction-predictable
-    targets. Deterministic in `seed`."""
-    adapter = ModelAdapter.wrap(model)
-    bos = adapter.bos_token_id
-    seq_len = min(adapter.n_ctx, 128) if seq_len is None else seq_len
-    content = seq_len + (bos is None)
-    n_content = adapter.d_vocab - (bos is not None)
-    max_period = max(2, min(40, content // 2, n_content))
-    task = RepeatedTokens(
-        d_vocab=adapter.d_vocab,
-        seq_len=seq_len,
-        min_period=min(4, max_period),
-        max_period=max_period,
-        held_out_periods=(),
-        bos_token_id=bos,
-        distinct=True,
-    )
-    return task.sample(n_samples, seed=seed, device=adapter.device)
-
-
-def batch_from_tokens(tokens: Tensor) -> Batch:
-    """A `Batch` running exactly `tokens` `[batch, pos]` (as TransformerLens would): targets are
-    `tokens[:, 1:]` (the last position has none: `info["n_targets"]` = pos - 1 and it is never
-    scored); mask = targets induction can predict (position i, where an earlier j < i has
-    tokens[j] = tokens[i] and tokens[j + 1] = tokens[i + 1])."""
-    if tokens.shape[1] < 3:
-        raise ValueError(f"need at least 3 tokens per sequence, got {tokens.shape[1]}.")
-    cur, nxt = tokens[:, :-1], tokens[:, 1:]
-    earlier = torch.ones(cur.shape[1], cur.shape[1], dtype=torch.bool, device=tokens.device)
-    match = (cur[:, :, None] == cur[:, None, :]) & (nxt[:, :, None] == nxt[:, None, :])
-    mask = (match & earlier.tril(-1)).any(-1)
-    last = torch.zeros_like(mask[:, :1])
-    targets = torch.cat([nxt, tokens[:, -1:]], 1)  # the last target is a placeholder
-    n_targets = torch.full((tokens.shape[0],), tokens.shape[1] - 1, device=tokens.device)
-    return Batch(tokens, targets, torch.cat([mask, last], 1), {"n_targets": n_targets})
-
-
-def n_targets(batch: Batch) -> int:
-    """Positions of `batch` that have a target (all, except for `batch_from_tokens`)."""
-    n = batch.info.get("n_targets")
-    return batch.tokens.shape[1] if n is None else int(n.min())
-
-
-def as_batch(model, data: Data) -> Batch:
-    """`data` (None, a `Batch`, token ids or a `Task`) as a `Batch` on the model's device."""
-    adapter = ModelAdapter.wrap(model)
-    if data is None:
-        return default_data(adapter)
-    if isinstance(data, Batch):
-        adapter.check_tokens(data.tokens)  # range and length checks
-        return data.to(adapter.device)
-    if isinstance(data, Task):
-        return data.eval_batch(64, device=adapter.device)
-    if isinstance(data, Tensor):
-        return batch_from_tokens(adapter.check_tokens(data))
-    raise TypeError(
-        f"data must be None, an inducthead Batch, a Task or token ids [batch, pos]; got "
-        f"{type(data).__name__}."
-    )
-
-
-def describe(data: Data) -> str:
-    if data is None:
-        return "default repeated-token data"
-    tokens = data.tokens if isinstance(data, Batch) else data
-    if isinstance(tokens, Tensor):
-        return f"{tokens.shape[0]} x {tokens.shape[1]} tokens"
-    return type(data).__name__
-
-
 def forward(model, tokens: Tensor, hooks=()) -> Tensor:
-    """Logits of `tokens` with forward `hooks` active (no gradients)."""
-    adapter = ModelAdapter.wrap(model)
-    with torch.no_grad():
-        return adapter.model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+    """Logits of `tokens` with forward `hooks` active (no gradients), for any hooked model."""
+    return ModelAdapter.wrap(model).logits(tokens, hooks)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -234,7 +155,7 @@ def loss_by_position(model, data: Data = None) -> Tensor:
     curve behind `icl_score` (Olsson et al. 2022, "per-token loss")."""
     adapter = ModelAdapter.wrap(model)
     batch = as_batch(adapter, data)
-    nll = token_nll(forward(adapter, batch.tokens), batch.targets)
+    nll = token_nll(adapter.logits(batch.tokens), batch.targets)
     return nll[:, : n_targets(batch)].mean(0).cpu()
 
 
@@ -242,10 +163,11 @@ def icl_score(model, data: Data = None, early: int = 50, late: int = 500) -> flo
     """In-context-learning score (Olsson et al. 2022, "in-context learning score"): the loss at
     token index `late` minus the loss at index `early`, averaged over sequences. Negative = the
     model predicts later tokens better from context (in-context learning); about 0 = none.
-    Indices scale to shorter sequences (`icl_positions`). Default data: `default_data`."""
+    Indices scale to shorter sequences (`icl_positions`). Default data:
+    `causal.data.default_data`."""
     adapter = ModelAdapter.wrap(model)
     batch = as_batch(adapter, data)
-    logits = forward(adapter, batch.tokens)
+    logits = adapter.logits(batch.tokens)
     return icl_metric(early, late)(logits, batch)
 
 

@@ -24,18 +24,14 @@ from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.attention import induction_attention
-from inducthead.analysis.heads import check_heads, head_label
+from inducthead.analysis.heads import Head, check_heads, head_label
+from inducthead.analysis.results import Result, nan_if_none
 from inducthead.causal.ablation import Ablation
-from inducthead.causal.metrics import (
-    Data,
-    as_batch,
-    describe,
-    evaluate,
-    resolve_metrics,
-)
+from inducthead.causal.data import Data, as_batch, describe
+from inducthead.causal.metrics import evaluate, resolve_metrics
 from inducthead.tasks import Batch
 
-__all__ = ["patch_heads", "path_patch", "PatchResult", "shuffled", "SITES", "VIAS"]
+__all__ = ["patch_heads", "path_patch", "patch_path", "PatchResult", "shuffled", "SITES", "VIAS"]
 
 SITES = ("z", "pattern")
 VIAS = ("q", "k", "v")
@@ -84,9 +80,10 @@ def run_capturing(adapter: ModelAdapter, tokens: Tensor, hooks, names, **kwargs)
 
 
 @dataclass
-class PatchResult:
+class PatchResult(Result):
     """Metrics of the clean, corrupted and patched runs (against the clean targets), and for path
-    patching the receiver's induction attention in each run."""
+    patching the receiver's induction attention in each run. `to_dataframe()`: one row per
+    metric (and one for the receiver's attention)."""
 
     description: str
     clean: dict[str, float]
@@ -97,19 +94,59 @@ class PatchResult:
     @property
     def recovered(self) -> dict[str, float]:
         """(patched - corrupted) / (clean - corrupted) per metric; NaN where clean == corrupted."""
-        out = {}
-        for k, c in self.clean.items():
-            gap = c - self.corrupted[k]
-            out[k] = (self.patched[k] - self.corrupted[k]) / gap if gap else math.nan
-        return out
+        return {k: _recovered(c, self.corrupted[k], self.patched[k]) for k, c in self.clean.items()}
 
     @property
     def attention_recovered(self) -> float:
         a = self.attention
-        if not a:
-            return math.nan
-        gap = a["clean"] - a["corrupted"]
-        return (a["patched"] - a["corrupted"]) / gap if gap else math.nan
+        return _recovered(a["clean"], a["corrupted"], a["patched"]) if a else math.nan
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        rows = [
+            {
+                "metric": k,
+                "clean": self.clean[k],
+                "corrupted": self.corrupted[k],
+                "patched": self.patched[k],
+                "recovered": self.recovered[k],
+            }
+            for k in self.clean
+        ]
+        if self.attention:
+            a = self.attention
+            rows.append({"metric": "receiver_induction_attention", **a})
+            rows[-1]["recovered"] = self.attention_recovered
+        return pd.DataFrame(rows, columns=["metric", "clean", "corrupted", "patched", "recovered"])
+
+    def to_dict(self) -> dict:
+        return {
+            "description": self.description,
+            "clean": self.clean,
+            "corrupted": self.corrupted,
+            "patched": self.patched,
+            "attention": self.attention,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PatchResult:
+        floats = {k: {m: nan_if_none(v) for m, v in d.get(k, {}).items()} for k in _RUNS}
+        return cls(d["description"], *(floats[k] for k in _RUNS[:3]), floats["attention"])
+
+    def plot(self, **kwargs):
+        """Clean, corrupted and patched values side by side, one panel per metric."""
+        import matplotlib.pyplot as plt
+
+        df = self.to_dataframe()
+        fig, axes = plt.subplots(1, len(df), figsize=(3.2 * len(df), 3), squeeze=False, **kwargs)
+        for ax, (_, row) in zip(axes.flat, df.iterrows(), strict=True):
+            values = [row["clean"], row["corrupted"], row["patched"]]
+            ax.bar(["clean", "corrupted", "patched"], values, color=["C0", "C3", "C2"])
+            ax.set_title(f"{row['metric']} ({row['recovered']:.0%} recovered)", fontsize=9)
+        fig.suptitle(self.description, fontsize=9)
+        fig.tight_layout()
+        return fig
 
     def __repr__(self) -> str:
         rec = self.recovered
@@ -125,6 +162,14 @@ class PatchResult:
                 f"{a['patched']:.3f}"
             )
         return f"PatchResult({self.description}: " + "; ".join(parts) + ")"
+
+
+_RUNS = ("clean", "corrupted", "patched", "attention")
+
+
+def _recovered(clean: float, corrupted: float, patched: float) -> float:
+    gap = clean - corrupted
+    return (patched - corrupted) / gap if gap else math.nan
 
 
 def patch_heads(
@@ -153,8 +198,7 @@ def patch_heads(
     hook_name = adapter.z_hook if site == "z" else adapter.pattern_hook
     names = [hook_name(l) for l in layers]
     clean_logits, cache = run_capturing(adapter, batch.tokens, [], names)
-    with torch.no_grad():
-        x_logits = adapter.model.run_with_hooks(x_tokens, fwd_hooks=[])
+    x_logits = adapter.logits(x_tokens)
 
     def setter(layer: int):
         idx = [h for l, h in heads if l == layer]
@@ -170,10 +214,7 @@ def patch_heads(
 
         return hook
 
-    with torch.no_grad():
-        patched = adapter.model.run_with_hooks(
-            x_tokens, fwd_hooks=[(hook_name(l), setter(l)) for l in layers]
-        )
+    patched = adapter.logits(x_tokens, [(hook_name(l), setter(l)) for l in layers])
     names_h = ", ".join(head_label(h) for h in heads)
     return PatchResult(
         f"{names_h} ({site}) clean -> corrupted on {describe(batch)}",
@@ -198,9 +239,10 @@ def path_patch(
     on the corrupted input. With `via="k"` and a previous-token sender this is the direct test of
     K-composition, the induction mechanism (Elhage et al. 2021).
 
-    `clean`: data (default `default_data`). `corrupted`: token ids or data of the same shape; by
-    default the clean tokens with the senders ablated (`mode`: "zero" or "mean"), so the result
-    says how much of what the senders do reaches the model through the receiver's `via` input.
+    `clean`: data (default `causal.data.default_data`). `corrupted`: token ids or data of the same
+    shape; by default the clean tokens with the senders ablated (`mode`: "zero" or "mean"), so the
+    result says how much of what the senders do reaches the model through the receiver's `via`
+    input.
     `.attention` holds the receiver's induction attention (prefix matching on the clean tokens)
     in each run; `.recovered` the share of each metric the patch restores."""
     adapter = ModelAdapter.wrap(model)
@@ -216,10 +258,26 @@ def path_patch(
             f"got {', '.join(head_label(h) for h in senders)}."
         )
     batch = as_batch(adapter, clean)
+    if corrupted is None and mode not in ("zero", "mean"):
+        raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}.")
     metrics = resolve_metrics(metric)
+    return patch_path(adapter, senders, Head(r_layer, r_head), via, batch, metrics, corrupted, mode)
+
+
+def patch_path(
+    adapter: ModelAdapter,
+    senders: list[Head],
+    receiver: Head,
+    via: str,
+    batch: Batch,
+    metrics: dict,
+    corrupted: Data = None,
+    mode: str = "zero",
+) -> PatchResult:
+    """`path_patch` on an adapted model with checked heads and a prepared batch (what `verify`
+    calls)."""
+    r_layer, r_head = receiver
     if corrupted is None:
-        if mode not in ("zero", "mean"):
-            raise ValueError(f"mode must be 'zero' or 'mean', got {mode!r}.")
         x_tokens = batch.tokens
         x_hooks = Ablation(adapter, senders, mode).z_hooks
         what = f"{'+'.join(head_label(h) for h in senders)} {mode}-ablated"

@@ -9,14 +9,8 @@ from pathlib import Path
 from inducthead.analysis import detect, head_label
 from inducthead.causal import ablate, verify
 from inducthead.causal.ablation import MODES
-from inducthead.causal.metrics import (
-    METRICS,
-    default_data,
-    describe,
-    evaluate,
-    forward,
-    no_context_baseline,
-)
+from inducthead.causal.data import default_data, describe
+from inducthead.causal.metrics import METRICS, evaluate, forward, no_context_baseline
 from inducthead.cli.common import add_target_args, load_target
 
 
