@@ -204,12 +204,7 @@ class HookedTransformerConfig:
             self.attn_scale = math.sqrt(self.d_head) if self.use_attn_scale else 1.0
         _check_positive_float("attn_scale", self.attn_scale)
 
-        rotary = self.positional_embedding_type == "rotary"
-        if self.rotary_dim is not None and not rotary:
-            raise ValueError(
-                f"HookedTransformerConfig.rotary_dim={self.rotary_dim} needs "
-                f"positional_embedding_type='rotary', got {self.positional_embedding_type!r}."
-            )
+        rotary = self._positions_need("rotary_dim", "rotary")
         if rotary:
             if self.rotary_dim is None:
                 self.rotary_dim = self.d_head
@@ -225,13 +220,7 @@ class HookedTransformerConfig:
                 )
             _check_positive_int("rotary_base", self.rotary_base)
 
-        relative = self.positional_embedding_type == "relative"
-        if self.relative_window is not None and not relative:
-            raise ValueError(
-                f"HookedTransformerConfig.relative_window={self.relative_window} needs "
-                f"positional_embedding_type='relative', got {self.positional_embedding_type!r}."
-            )
-        if relative:
+        if self._positions_need("relative_window", "relative"):
             if self.relative_window is None:
                 self.relative_window = self.n_ctx
             _check_positive_int("relative_window", self.relative_window)
@@ -275,6 +264,15 @@ class HookedTransformerConfig:
                     f"HookedTransformerConfig.{name} must be True or False, got "
                     f"{getattr(self, name)!r}."
                 )
+
+    def _positions_need(self, name: str, kind: str) -> bool:
+        """Whether positions are `kind`; ValueError if field `name` is set for another kind."""
+        if getattr(self, name) is not None and self.positional_embedding_type != kind:
+            raise ValueError(
+                f"HookedTransformerConfig.{name}={getattr(self, name)} needs "
+                f"positional_embedding_type={kind!r}, got {self.positional_embedding_type!r}."
+            )
+        return self.positional_embedding_type == kind
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,23 @@ from inducthead.model.hooked import HookedTransformer
 
 # Positional types TransformerBridge's native model can express ("none" = zero learned positions).
 BRIDGE_POSITIONAL_TYPES = ("standard", "rotary", "none")
+# Config fields a TransformerBridgeConfig takes unchanged from ours.
+_SHARED_FIELDS = (
+    "d_model",
+    "d_head",
+    "n_heads",
+    "n_layers",
+    "n_ctx",
+    "d_vocab",
+    "d_vocab_out",
+    "attn_only",
+    "d_mlp",
+    "act_fn",
+    "normalization_type",
+    "eps",
+    "rotary_dim",
+    "rotary_base",
+)
 
 
 def _rotary_to_adjacent(dim: int, d_head: int) -> Tensor:
@@ -48,21 +65,8 @@ def to_bridge(model: HookedTransformer, tokenizer=None):
             "TransformerLens hook names, so run_with_cache/run_with_hooks work on it."
         )
     bridge_cfg = TransformerBridgeConfig(
-        d_model=cfg.d_model,
-        d_head=cfg.d_head,
-        n_heads=cfg.n_heads,
-        n_layers=cfg.n_layers,
-        n_ctx=cfg.n_ctx,
-        d_vocab=cfg.d_vocab,
-        d_vocab_out=cfg.d_vocab_out,
-        attn_only=cfg.attn_only,
-        d_mlp=cfg.d_mlp,
-        act_fn=cfg.act_fn,
-        normalization_type=cfg.normalization_type,
-        eps=cfg.eps,
+        **{name: getattr(cfg, name) for name in _SHARED_FIELDS},
         positional_embedding_type="rotary" if kind == "rotary" else "standard",
-        rotary_dim=cfg.rotary_dim,
-        rotary_base=cfg.rotary_base,
         seed=0,
     )
     bridge = TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer, device=model.device)

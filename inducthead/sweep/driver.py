@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inducthead.analysis.results import Result, nan_if_none
 from inducthead.runs import safe_child
 from inducthead.runs.files import atomic_write_text
 from inducthead.sweep.backends import LocalBackend, RayBackend
@@ -31,9 +32,14 @@ COLUMNS = (
 )
 
 
+# Columns holding floats (NaN in JSON as null).
+_NUMBERS = ("train_loss", "eval_loss", "best_prefix_matching", "best_previous_token", "seconds")
+
+
 @dataclass
-class SweepResult:
-    """One row per cell; `failed` lists the cells that did not finish."""
+class SweepResult(Result):
+    """One row per cell (`rows`, `to_dataframe()`); `failed` lists the cells that did not finish;
+    `plot()` shows each cell's emergence step."""
 
     path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -51,6 +57,16 @@ class SweepResult:
 
         return pd.DataFrame(self.rows, columns=self.columns())
 
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "rows": self.rows, "axes": self.axes}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepResult:
+        rows = [
+            {k: nan_if_none(v) if k in _NUMBERS else v for k, v in row.items()} for row in d["rows"]
+        ]
+        return cls(Path(d["path"]), rows, list(d["axes"]))
+
     def table(self) -> str:
         """A markdown table (errors shortened; the full text is in results.csv)."""
         cols = [c for c in self.columns() if c not in ("cell", "error")]
@@ -61,9 +77,28 @@ class SweepResult:
             lines.append(f"\nfailed: {r['cell']} after {r['attempts']} attempt(s): {r['error']}")
         return "\n".join(lines)
 
+    def plot(self, **kwargs):
+        """Emergence step of every cell (a hollow bar: the run ended without emergence)."""
+        import matplotlib.pyplot as plt
+
+        names = [r["cell"] for r in self.rows]
+        steps = [r.get("emergence_step") for r in self.rows]
+        ends = [r.get("final_step") or 0 for r in self.rows]
+        fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2), **kwargs)
+        found = [s if s is not None else 0 for s in steps]
+        ax.barh(names, found, color="C0")
+        missing = [e if s is None else 0 for s, e in zip(steps, ends, strict=True)]
+        ax.barh(names, missing, fill=False, edgecolor="C3", label="no emergence by the end")
+        ax.set_xlabel("emergence step")
+        ax.invert_yaxis()
+        if any(missing):
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return fig
+
     def __repr__(self) -> str:
         done = sum(r["status"] != "failed" for r in self.rows)
-        return f"SweepResult({self.path}: {done}/{len(self.rows)} cells done)\n{self.table()}"
+        return f"SweepResult({self.path}: {done}/{len(self.rows)} cells done)"
 
     def write(self) -> None:
         buf = io.StringIO()

@@ -50,8 +50,8 @@ class Corpus(Task):
     """Random windows of bytes from text files; token id = byte value, BOS = 256 (`bos=True`).
 
     Files are read in sorted order and concatenated; the last `val_fraction` of the bytes is held
-    out for `eval_batch`. `fingerprint` (SHA-256 of names and contents) goes into run.json, so a
-    resumed run can check it still trains on the same data.
+    out for `eval_batch`. `fingerprint` (SHA-256 of names and contents) is recorded in run.json
+    (`task_info`) to say which data a run trained on; a resume does not check it yet.
     """
 
     name = "corpus"

@@ -18,7 +18,7 @@ class RepeatedTokens(Task):
     The period is drawn per sequence from [min_period, max_period] minus `held_out_periods` (kept
     for evaluation, `eval_batch`), and the offset uniformly in [0, L - 2p], so neither a fixed
     position nor a fixed distance solves the task: a fixed period teaches a positional shortcut
-    with no previous-token head (DESIGN.md, "Task facts"). With `distinct`, the tokens of one
+    with no previous-token head (measured on the demo preset). With `distinct`, the tokens of one
     period are drawn without replacement, so the induction target is unambiguous.
 
     The loss mask (`predictable_only`) keeps only targets induction can predict: content index

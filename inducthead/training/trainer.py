@@ -48,7 +48,8 @@ def train(
 
     resume=True continues from the newest intact checkpoint in `out_dir` (same model config and
     task required). `hooks`: `(hook_name, fn)` forward hooks active during training (e.g. clamps).
-    Ctrl-C stops at the next step, saves a checkpoint and re-raises KeyboardInterrupt.
+    Ctrl-C stops at the next step, saves a checkpoint and re-raises KeyboardInterrupt. The model
+    trains on `config.device` ("auto": CUDA when present) and stays there.
     """
     cfg = config or TrainConfig()
     if not isinstance(model, HookedTransformer):
