@@ -87,7 +87,7 @@ def k_composition_with_previous(adapter: ModelAdapter, previous: Tensor):
         return out, sources
     for l in range(1, L):
         flat = int(previous[:l].flatten().argmax())
-        sources[l] = (flat // H, flat % H)
+        sources[l] = Head(flat // H, flat % H)
     src_layer = torch.tensor([sources[l][0] for l in range(1, L)])
     src_head = torch.tensor([sources[l][1] for l in range(1, L)])
     with torch.no_grad():

@@ -219,7 +219,7 @@ class CausalResult(HeadTable):
         )
 
     def __str__(self) -> str:
-        return "\n".join(self.lines())
+        return "\n".join([repr(self), *self.lines()])
 
     def _repr_html_(self) -> str:
         checks = "".join(f"<li>({k}) {html.escape(v)}</li>" for k, v in _CHECKS.items())

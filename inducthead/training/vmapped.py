@@ -151,7 +151,10 @@ class VmappedStepper(Stepper):
 
     @contextlib.contextmanager
     def hooks(self, hooks) -> Iterator[None]:
-        """Hooks on the vmapped forward: they see each model's activations, inside
-        `torch.func.vmap` (tensor operations only; no `.item()` or data-dependent branches)."""
-        with self.base.hooks(fwd_hooks=hooks):
+        """Hooks on the vmapped forward, where they see each model's activations inside
+        `torch.func.vmap` (tensor operations only; no `.item()` or data-dependent branches), and
+        on the K models, where evaluation sees them as `train`'s does."""
+        with contextlib.ExitStack() as stack:
+            for module in (self.base, *self.models):
+                stack.enter_context(module.hooks(fwd_hooks=hooks))
             yield
