@@ -11,8 +11,8 @@ import torch
 import inducthead as ih
 from inducthead.analysis import Head, Result, all_heads, parse_heads
 from inducthead.causal import default_data, patch_heads, path_patch
-from inducthead.causal.report import CausalResult
 from inducthead.causal.scan import AblationResult
+from inducthead.causal.verification import CausalResult
 from inducthead.model import induction_circuit
 from inducthead.sweep import SweepResult
 

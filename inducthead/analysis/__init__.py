@@ -4,9 +4,9 @@ from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.composition import composition_scores
 from inducthead.analysis.copying import copying_score, empirical_copying_score
 from inducthead.analysis.detect import detect, detect_heads
+from inducthead.analysis.detection import DetectionReport, DetectionResult, Thresholds
 from inducthead.analysis.emergence import emergence_step
 from inducthead.analysis.heads import Head, all_heads, check_heads, head_label, parse_heads
-from inducthead.analysis.report import DetectionReport, DetectionResult, Thresholds
 from inducthead.analysis.results import Result
 from inducthead.analysis.scores import (
     duplicate_token_score,

@@ -20,7 +20,7 @@ from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.attention import attention_pass
 from inducthead.analysis.composition import k_composition_with_previous
 from inducthead.analysis.copying import EmpiricalCopying, eigen_copying
-from inducthead.analysis.report import DetectionResult, Thresholds
+from inducthead.analysis.detection import DetectionResult, Thresholds
 from inducthead.tasks.probes import plan_probe
 
 __all__ = ["detect", "detect_heads", "DetectionResult", "Thresholds"]

@@ -5,8 +5,8 @@ from inducthead.causal.clamp import Clamp, clamp
 from inducthead.causal.data import default_data
 from inducthead.causal.metrics import METRICS, icl_score, loss_by_position, no_context_baseline
 from inducthead.causal.patching import PatchResult, patch_heads, path_patch
-from inducthead.causal.report import CausalReport, CausalResult, VerifyThresholds
 from inducthead.causal.scan import AblationResult, ablation_scan
+from inducthead.causal.verification import CausalReport, CausalResult, VerifyThresholds
 from inducthead.causal.verify import verify
 
 __all__ = [

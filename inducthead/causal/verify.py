@@ -29,8 +29,8 @@ from inducthead.causal.ablation import Ablation
 from inducthead.causal.data import Data, as_batch
 from inducthead.causal.metrics import evaluate, no_context_baseline, resolve_metrics
 from inducthead.causal.patching import patch_path
-from inducthead.causal.report import CausalResult, VerifyThresholds
 from inducthead.causal.scan import scan_heads
+from inducthead.causal.verification import CausalResult, VerifyThresholds
 from inducthead.tasks.probes import fit_probe
 
 __all__ = ["verify", "CausalResult", "VerifyThresholds"]
