@@ -55,6 +55,7 @@ class ModelAdapter:
     n_ctx: int
     bos_token_id: int | None
     name: str
+    source: dict | None = None  # {"path", "step"} of the checkpoint the model was loaded from
 
     @classmethod
     def wrap(cls, model, bos_token_id: int | None | str = "auto") -> ModelAdapter:
@@ -110,6 +111,7 @@ class ModelAdapter:
             if bos_token_id == "auto"
             else _check_bos(bos_token_id, cfg.d_vocab),
             name=str(getattr(cfg, "model_name", type(model).__name__)),
+            source=getattr(model, "loaded_from", None),
         )
 
     # ------------------------------------------------------------------ weights
@@ -282,6 +284,8 @@ def _bos_token_id(model, kind: str) -> int | None:
     if kind == "inducthead":
         return model.cfg.bos_token_id
     tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None and isinstance(getattr(model.cfg, "bos_token_id", None), int):
+        return model.cfg.bos_token_id  # declared by the config (`to_bridge` keeps ours)
     prepends = getattr(model.cfg, "default_prepend_bos", True)
     bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
     if not prepends or bos is None or not (0 <= bos < model.cfg.d_vocab):

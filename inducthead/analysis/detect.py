@@ -135,6 +135,7 @@ def detect_heads(
         thresholds=thresholds,
         probe=probe_info,
         model_name=adapter.name,
+        source=adapter.source,
         k_composition_source=sources,
         warnings=notes,
     )

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from torch import Tensor
 
 from inducthead.analysis.heads import Head, head_label, parse_heads
-from inducthead.analysis.results import HeadTable, from_jsonable, html_heads
+from inducthead.analysis.results import HeadTable, from_jsonable, html_heads, source_label
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,10 @@ class DetectionResult(HeadTable):
         "role",
     )  # the table the CLI prints
 
-    def __init__(self, scores, thresholds, probe, model_name, k_composition_source, warnings):
+    def __init__(
+        self, scores, thresholds, probe, model_name, k_composition_source, warnings, source=None
+    ):
+        self.source = source  # the checkpoint analysed: {"path", "step"}, when loaded from one
         self.scores = scores
         self.thresholds = thresholds
         self.probe = probe
@@ -122,6 +125,7 @@ class DetectionResult(HeadTable):
     def to_dict(self) -> dict:
         return {
             "model": self.model_name,
+            "source": self.source,
             "probe": self.probe,
             "thresholds": self.thresholds.to_dict(),
             "scores": self.scores,
@@ -145,6 +149,7 @@ class DetectionResult(HeadTable):
             d["model"],
             sources,
             d.get("warnings", []),
+            d.get("source"),
         )
 
     # ------------------------------------------------------------------ display
@@ -191,7 +196,8 @@ class DetectionResult(HeadTable):
             or "none"
         )
         return (
-            f"DetectionResult({self.model_name!r}, {n_layers}L x {n_heads}H; induction heads: "
+            f"DetectionResult({self.model_name!r}{source_label(self.source)}, {n_layers}L x "
+            f"{n_heads}H; induction heads: "
             f"{top}; anti-induction: {len(self.anti_induction_heads)}, previous-token: "
             f"{len(self.previous_token_heads)}, duplicate-token: "
             f"{len(self.duplicate_token_heads)})"

@@ -64,6 +64,11 @@ def nan_if_none(value):
     return value
 
 
+def source_label(source: dict | None) -> str:
+    """ " at step 800" for a result computed on a checkpoint (`ModelAdapter.source`), else ""."""
+    return f" at step {source['step']}" if source and source.get("step") is not None else ""
+
+
 def dump_json(data: dict, path=None) -> str:
     text = json.dumps(to_jsonable(data), indent=2)
     if path is not None:

@@ -13,7 +13,9 @@ Scans of every head (`ablation_scan`) live in `causal.scan`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -86,6 +88,22 @@ def _force_pattern_hook(pattern: Tensor):
     return hook
 
 
+@contextlib.contextmanager
+def only_these_hooks(model, hooks: list) -> Iterator[None]:
+    """Run with `hooks` as the only forward hooks: every other one on the model's hook points is
+    set aside for the duration and put back after."""
+    points = list(model.hook_dict.values())
+    kept = [hp._forward_hooks for hp in points]
+    for hp in points:
+        hp._forward_hooks = OrderedDict()
+    try:
+        with model.hooks(fwd_hooks=hooks):
+            yield
+    finally:
+        for hp, hooks_dict in zip(points, kept, strict=True):
+            hp._forward_hooks = hooks_dict
+
+
 def pattern_hooks(adapter: ModelAdapter, patterns: dict[int, Tensor], repeat: int = 1) -> list:
     """Hooks forcing every layer's `hook_pattern` to the recorded one (tiled `repeat` times along
     the batch for stacked scans)."""
@@ -118,6 +136,10 @@ class Ablation:
     >>> model.run_with_hooks(tokens, fwd_hooks=abl.hooks_for(tokens))  # any mode
     >>> with abl:  # every forward inside; pattern-preserving runs a clean recording pass first
     ...     logits = model(tokens)
+
+    Inside `with`, a pattern-preserving forward first records the clean patterns in a pass that
+    runs no other hook (so your hooks, and those of outer ablations, fire once: in the ablated
+    pass, which returns the output), then runs the ablated pass.
     """
 
     def __init__(self, adapter: ModelAdapter, heads, mode: str = "zero", reference: Data = None):
@@ -172,37 +194,28 @@ class Ablation:
             self._stack.append(ctx)
             return self
         model, original = self.model, self.model.forward
-        state = {"inside": False}
+        clean_forward = type(model).forward.__get__(model)  # below every wrapper
 
         def forward_with_recorded_patterns(tokens, *args, **kwargs):
-            if state["inside"]:
+            # 1. the clean patterns, from a pass with no other hook (the user's, an outer
+            #    ablation's) active; its errors are raised, not swallowed.
+            patterns: dict[int, Tensor] = {}
+
+            def saver(layer: int):
+                def save(p, hook):
+                    patterns[layer] = p.detach()
+
+                return save
+
+            names = [self.adapter.pattern_hook(l) for l in range(self.adapter.n_layers)]
+            with (
+                torch.no_grad(),
+                only_these_hooks(model, [(n, saver(l)) for l, n in enumerate(names)]),
+            ):
+                clean_forward(tokens, *args, **kwargs)
+            # 2. the ablated pass, with every other hook active: they fire once.
+            with model.hooks(fwd_hooks=self.z_hooks + pattern_hooks(self.adapter, patterns)):
                 return original(tokens, *args, **kwargs)
-            state["inside"] = True
-            try:
-                names = [self.adapter.pattern_hook(l) for l in range(self.adapter.n_layers)]
-                patterns: dict[int, Tensor] = {}
-
-                def saver(layer: int):
-                    def save(p, hook):
-                        patterns[layer] = p.detach()
-
-                    return save
-
-                hooks = [(n, saver(l)) for l, n in enumerate(names)]
-                try:
-                    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-                        original(tokens, *args, **kwargs)
-                except Exception:
-                    # An outer hook may end passes early (ModelAdapter.run stops after the last
-                    # layer it caches): the ablated pass below ends at the same point. Anything
-                    # else fails again there.
-                    if not patterns:
-                        raise
-                hooks = self.z_hooks + pattern_hooks(self.adapter, patterns)
-                with model.hooks(fwd_hooks=hooks):
-                    return original(tokens, *args, **kwargs)
-            finally:
-                state["inside"] = False
 
         # An instance attribute: nn.Module.__call__ and run_with_hooks call it. Nested contexts
         # wrap each other; each exit puts back what was there before.

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.heads import Head, all_heads, check_heads, head_label
-from inducthead.analysis.results import HeadTable, from_jsonable
+from inducthead.analysis.results import HeadTable, from_jsonable, source_label
 from inducthead.causal.ablation import (
     check_mode,
     mean_reference,
@@ -97,7 +97,7 @@ def scan_heads(
                 result = evaluate(metrics, logits[i * B : (i + 1) * B], batch)
                 for name, value in result.items():
                     effects[name][layer, h] = value - clean[name]
-    return AblationResult(effects, clean, mode, adapter.name, B, ref_name)
+    return AblationResult(effects, clean, mode, adapter.name, B, ref_name, adapter.source)
 
 
 class AblationResult(HeadTable):
@@ -107,7 +107,8 @@ class AblationResult(HeadTable):
 
     title = "inducthead.ablation_scan (ablated - clean)"
 
-    def __init__(self, scores, clean, mode, model_name, n_sequences, reference=None):
+    def __init__(self, scores, clean, mode, model_name, n_sequences, reference=None, source=None):
+        self.source = source  # the checkpoint analysed: {"path", "step"}, when loaded from one
         self.scores = {k: v.detach().float().cpu() for k, v in scores.items()}
         self.clean = dict(clean)
         self.mode = mode
@@ -134,6 +135,7 @@ class AblationResult(HeadTable):
     def to_dict(self) -> dict:
         return {
             "model": self.model_name,
+            "source": self.source,
             "mode": self.mode,
             "n_sequences": self.n_sequences,
             "reference": self.reference,
@@ -144,7 +146,15 @@ class AblationResult(HeadTable):
     @classmethod
     def from_dict(cls, d: dict) -> AblationResult:
         scores = {k: from_jsonable(v) for k, v in d["effects"].items()}
-        return cls(scores, d["clean"], d["mode"], d["model"], d["n_sequences"], d["reference"])
+        return cls(
+            scores,
+            d["clean"],
+            d["mode"],
+            d["model"],
+            d["n_sequences"],
+            d["reference"],
+            d.get("source"),
+        )
 
     def __repr__(self) -> str:
         n_layers, n_heads = self.shape
@@ -154,7 +164,8 @@ class AblationResult(HeadTable):
         )
         clean = ", ".join(f"{k} {v:.3f}" for k, v in self.clean.items())
         return (
-            f"AblationResult({self.model_name!r}, {self.mode} ablation, {n_layers}L x {n_heads}H, "
+            f"AblationResult({self.model_name!r}{source_label(self.source)}, {self.mode} "
+            f"ablation, {n_layers}L x {n_heads}H, "
             f"{self.n_sequences} sequences; clean {clean}; strongest on {first}: {top})"
         )
 

@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from inducthead.analysis.heads import Head, head_label, parse_heads
-from inducthead.analysis.results import HeadTable, html_heads, nan_if_none
+from inducthead.analysis.results import HeadTable, html_heads, nan_if_none, source_label
 from inducthead.causal.scan import AblationResult
 
 
@@ -65,7 +65,10 @@ class CausalResult(HeadTable):
 
     title = "inducthead.verify: pattern-preserving ablation (ablated - clean)"
 
-    def __init__(self, rows, scan, baseline, joint, thresholds, model_name, n_sequences, shape):
+    def __init__(
+        self, rows, scan, baseline, joint, thresholds, model_name, n_sequences, shape, source=None
+    ):
+        self.source = source  # the checkpoint analysed: {"path", "step"}, when loaded from one
         self.rows = rows
         self.scan = scan
         self.scores = scan.scores
@@ -121,6 +124,7 @@ class CausalResult(HeadTable):
     def to_dict(self) -> dict:
         return {
             "model": self.model_name,
+            "source": self.source,
             "n_sequences": self.n_sequences,
             "shape": list(self._shape),
             "clean": self.clean,
@@ -154,6 +158,7 @@ class CausalResult(HeadTable):
             model_name=d["model"],
             n_sequences=d["n_sequences"],
             shape=tuple(d["shape"]),
+            source=d.get("source"),
         )
 
     def lines(self) -> list[str]:
@@ -213,7 +218,8 @@ class CausalResult(HeadTable):
         names = ", ".join(head_label(h) for h in self.confirmed) or "none"
         tried = ", ".join(head_label(h) for h in self.rows) or "none"
         return (
-            f"CausalResult({self.model_name!r}, {n_layers}L x {n_heads}H; confirmed: {names} "
+            f"CausalResult({self.model_name!r}{source_label(self.source)}, {n_layers}L x "
+            f"{n_heads}H; confirmed: {names} "
             f"(of {tried}); clean loss {self.clean['loss']:.3f}, baseline "
             f"{self.baseline['loss']:.3f})"
         )

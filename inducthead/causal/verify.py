@@ -52,19 +52,27 @@ def _control_pool(head: Head, excluded: set[Head], n_layers: int, n_heads: int) 
     return []
 
 
+# Beyond this many one-head-per-pool combinations, control sets are drawn without listing them.
+_MAX_LISTED = 100_000
+
+
 def _control_sets(pools: list[list[Head]], n: int, seed: int) -> list[list[Head]]:
-    """Up to `n` distinct sets with one head from each pool (no head twice in a set): all of them
-    when there are at most `n`, else `n` drawn at random."""
-    combos = []
-    for combo in itertools.product(*pools):
+    """Up to `n` distinct sets with one head from each pool (no head twice in a set), drawn
+    uniformly from all such sets (all of them when there are at most `n`). Beyond `_MAX_LISTED`
+    combinations, one head per pool is drawn uniformly and repeats are rejected."""
+    rng = random.Random(seed)
+    if math.prod(len(p) for p in pools) <= _MAX_LISTED:
+        valid = (c for c in itertools.product(*pools) if len(set(c)) == len(c))
+        sets = list(dict.fromkeys(tuple(sorted(c)) for c in valid))
+        return [list(c) for c in (sets if len(sets) <= n else rng.sample(sets, n))]
+    found: dict[tuple[Head, ...], None] = {}
+    for _ in range(100 * n):
+        combo = [rng.choice(p) for p in pools]
         if len(set(combo)) == len(combo):
-            combos.append(sorted(combo))
-            if len(combos) > 10 * n:
-                break
-    unique = [list(c) for c in dict.fromkeys(tuple(c) for c in combos)]
-    if len(unique) <= n:
-        return unique
-    return random.Random(seed).sample(unique, n)
+            found.setdefault(tuple(sorted(combo)), None)
+        if len(found) == n:
+            break
+    return [list(c) for c in found]
 
 
 def verify(
@@ -156,6 +164,7 @@ def verify(
         model_name=adapter.name,
         n_sequences=len(batch),
         shape=(L, H),
+        source=adapter.source,
     )
 
 

@@ -17,16 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# derived field -> (its "not given" value, the fields it is derived from)
-_DERIVED: dict[str, tuple[Any, tuple[str, ...]]] = {
-    "n_heads": (-1, ("d_model", "d_head")),
-    "d_vocab_out": (-1, ("d_vocab",)),
-    "d_mlp": (None, ("d_model", "attn_only")),
-    "act_fn": (None, ("attn_only",)),
-    "attn_scale": (-1.0, ("d_head", "use_attn_scale")),
-    "initializer_range": (-1.0, ("d_model",)),
-    "rotary_dim": (None, ("d_head", "positional_embedding_type")),
-    "relative_window": (None, ("n_ctx", "positional_embedding_type")),
+# Fields derived from others unless given -> the value that means "not given".
+_DERIVED: dict[str, Any] = {
+    "n_heads": -1,  # d_model // d_head
+    "d_vocab_out": -1,  # d_vocab
+    "d_mlp": None,  # 4 * d_model, or none when attn_only
+    "act_fn": None,  # gelu, or none when attn_only
+    "attn_scale": -1.0,  # sqrt(d_head) when use_attn_scale
+    "initializer_range": -1.0,  # 0.8 / sqrt(d_model)
+    "rotary_dim": None,  # d_head for rotary positions
+    "relative_window": None,  # n_ctx for relative positions
 }
 
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary", "relative", "alibi", "none")
@@ -147,6 +147,9 @@ class HookedTransformerConfig:
     embed_init_std: float | None = None
 
     def __post_init__(self) -> None:
+        # Fields left to be derived (not given): `replace` derives them again, and keeps every
+        # value that was given. Not part of the architecture, so not in to_dict() or ==.
+        self._derived = frozenset(n for n, unset in _DERIVED.items() if getattr(self, n) == unset)
         self._validate_and_resolve()
         # Runtime attributes TransformerLens tools read from `model.cfg` (TL 3 has them as fields);
         # not part of the architecture, so not in to_dict() or hash(). The model keeps `device`
@@ -307,13 +310,14 @@ class HookedTransformerConfig:
         return cls.from_dict(json.loads(s))
 
     def replace(self, **changes: Any) -> HookedTransformerConfig:
-        """A copy with fields changed, re-validated (derived fields are re-derived)."""
+        """A copy with `changes`, re-validated. Values that were given (to the constructor, or
+        to an earlier `replace`) are kept; fields that were derived (n_heads from d_model and
+        d_head, d_mlp, initializer_range, relative_window, ...) are derived again from the new
+        values. A config read with `from_dict` holds every field as given."""
         d = self.to_dict()
         d.update(changes)
-        # A derived default is re-derived when a field it depends on changes (unless given).
-        for derived, (unset, sources) in _DERIVED.items():
-            if derived not in changes and any(s in changes for s in sources):
-                d[derived] = unset
+        for name in self._derived - set(changes):
+            d[name] = _DERIVED[name]
         return type(self).from_dict(d)
 
     def hash(self) -> str:

@@ -7,6 +7,7 @@ utilities and ARENA-style code work unchanged, and TL 3 state dicts load into it
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 import torch
@@ -32,7 +33,8 @@ class HookedTransformer(HookedRootModule):
     def __init__(self, cfg: HookedTransformerConfig | dict | str, init: bool = True):
         """`init=False` skips weight initialisation (the weights are about to be loaded)."""
         super().__init__()
-        cfg = resolve_config(cfg)
+        # Our own copy: the model writes `cfg.device`, and presets hand out one config object.
+        cfg = copy.deepcopy(resolve_config(cfg))
         self.cfg = cfg
         self.tokenizer = None
         # Token-range checks cost a device sync; the trainer turns them off for batches it built.

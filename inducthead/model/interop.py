@@ -70,6 +70,11 @@ def to_bridge(model: HookedTransformer, tokenizer=None):
         seed=0,
     )
     bridge = TransformerBridge.boot_native(bridge_cfg, tokenizer=tokenizer, device=model.device)
+    bridge.cfg.model_name = cfg.model_name
+    # The bridge config has no BOS field: keep ours, so analyses probe the bridge as they probe
+    # the model (`inducthead.analysis.ModelAdapter` reads it when no tokenizer says otherwise).
+    bridge.cfg.bos_token_id = cfg.bos_token_id
+    bridge.loaded_from = getattr(model, "loaded_from", None)
     state = _bridge_state_dict(model)
     missing, unexpected = bridge.load_state_dict(state, strict=False)
     if unexpected or missing:  # a TL change we don't know about: fail loudly, never half-load.

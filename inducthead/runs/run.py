@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -169,8 +170,10 @@ class Run:
         steps = self.checkpoints
         if step is None:
             for s in reversed(steps):
-                with contextlib.suppress(ckpt.CheckpointError):
+                try:
                     return load_checkpoint(self.checkpoint_path(s), device)
+                except ckpt.CheckpointError as e:  # say so: the next one is an older model
+                    warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
             raise RunDirError(f"{self.path} has no intact checkpoint.")
         if step not in steps:
             raise RunDirError(f"{self.path} has no checkpoint at step {step}; available: {steps}.")
@@ -195,10 +198,12 @@ class Run:
         loss = f", eval_loss {last['eval_loss']:.3f}" if "eval_loss" in last else ""
         pm = last.get("best_prefix_matching")
         pm_text = f", best prefix-matching {pm:.2f}" if pm is not None else ""
+        step = last.get("step", 0)
+        if self.status == "interrupted":  # the state to resume from, not the last evaluation
+            step = self.meta.get("saved_step", step)
         return (
             f"Run({where}: {c.n_layers}L x {c.n_heads}H, task {self.meta['task']['name']}, "
-            f"{self.status}, step {last.get('step', 0)}{loss}{pm_text}, "
-            f"{len(self.checkpoints)} checkpoints)"
+            f"{self.status}, step {step}{loss}{pm_text}, {len(self.checkpoints)} checkpoints)"
         )
 
     def _repr_html_(self) -> str:
@@ -221,6 +226,8 @@ def load_checkpoint(path: str | Path, device: str | None = None) -> HookedTransf
     model = HookedTransformer(cfg, init=False)  # weights come from the file
     model.load_state_dict(ckpt.model_state(tensors))
     model.eval()
+    # Which file (and step) this model is; results that analyse it record it.
+    model.loaded_from = {"path": str(path), "step": int(meta["step"])}
     return model.to(device) if device else model
 
 

@@ -224,6 +224,13 @@ class RunWriter:
         run.model = model
         return run
 
+    def interrupted(self) -> None:
+        """Mark the run interrupted (Ctrl-C), with the step of its newest checkpoint."""
+        steps = checkpoint_steps(self.path) if self.path is not None else []
+        self.meta.update(status="interrupted", saved_step=steps[-1] if steps else None)
+        if self.path is not None:
+            self._write_meta()
+
     def describe_last_checkpoint(self) -> str:
         steps = checkpoint_steps(self.path) if self.path is not None else []
         return f"step {steps[-1]}" if steps else "none written"
@@ -250,6 +257,10 @@ def _check_same_run(old: dict, new: dict) -> None:
     for k, v in new["train"].items():
         if k not in _RESUMABLE_TRAIN_CHANGES and old.get("train", {}).get(k) != v:
             diffs.append(f"train.{k}: {old.get('train', {}).get(k)!r} -> {v!r}")
+    before = old.get("task_info", {}).get("fingerprint")
+    after = new.get("task_info", {}).get("fingerprint")
+    if before != after:  # the files behind the task (e.g. a corpus) changed
+        diffs.append(f"task data fingerprint: {before} -> {after}")
     if diffs:
         raise RunDirError(
             "cannot resume: this run was started with a different setup ("

@@ -51,7 +51,7 @@ class Corpus(Task):
 
     Files are read in sorted order and concatenated; the last `val_fraction` of the bytes is held
     out for `eval_batch`. `fingerprint` (SHA-256 of names and contents) is recorded in run.json
-    (`task_info`) to say which data a run trained on; a resume does not check it yet.
+    (`task_info`): a resume refuses to continue on files whose fingerprint changed.
     """
 
     name = "corpus"

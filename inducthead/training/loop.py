@@ -146,6 +146,11 @@ def fit(stepper: Stepper, writers: list[RunWriter], hooks: list | None = None) -
                 if stopping:
                     saved = "checkpoint" if K == 1 else "checkpoints"
                     raise KeyboardInterrupt(f"training interrupted at step {step}; {saved} saved")
+    except KeyboardInterrupt:
+        if main:  # run.json says so, and which checkpoint holds the state
+            for writer in writers:
+                writer.interrupted()
+        raise
     finally:
         bar.close()
         stepper.close()
