@@ -54,7 +54,13 @@ def train_preset(args, preset, train_cfg, resume: bool, overwrite: bool):
     start = time.perf_counter()
     try:
         run = train(
-            model, preset.make_task(), train_cfg, args.out, resume=resume, overwrite=overwrite
+            model,
+            preset.make_task(),
+            train_cfg,
+            args.out,
+            resume=resume,
+            overwrite=overwrite,
+            allow_schedule_change=getattr(args, "allow_schedule_change", False),
         )
     except KeyboardInterrupt:
         steps = Run(args.out).checkpoints if (args.out / "run.json").exists() else []

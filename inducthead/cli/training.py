@@ -16,6 +16,11 @@ def add_parsers(sub) -> None:
     add_train_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--allow-schedule-change",
+        action="store_true",
+        help="resume with other --steps even where that changes the learning-rate schedule",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("configs", help="list the presets")

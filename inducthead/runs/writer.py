@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from inducthead._version import __version__
+from inducthead.recipe import TrainConfig
 from inducthead.runs import checkpoint as ckpt
 from inducthead.runs import files
 from inducthead.runs.lock import LockError, acquire_lock, release_lock
@@ -38,9 +39,9 @@ from inducthead.runs.run import (
     read_metrics,
 )
 
-# TrainConfig fields a resume may change. None of them changes the updates, except `steps`: a
-# longer run extends the step range, and with schedule="cosine" (or warmup past the old end) the
-# learning rates of the steps still to come follow the new length.
+# TrainConfig fields a resume may change: none changes the updates, except `steps`, which
+# `_schedule_change` allows only where the learning rates of the steps already trained stay the
+# same (or when asked to).
 _RESUMABLE_TRAIN_CHANGES = {"steps", "progress", "device", "log_every", "compile", "cpu_threads"}
 # Final names whose leftover temporary files (from a killed writer) a new owner may delete.
 _OWN_FILES = re.compile(r"step_\d+\.safetensors|run\.json|metrics\.jsonl")
@@ -100,9 +101,21 @@ class RunWriter:
         self._rows: list[dict[str, Any]] = []  # in memory only
 
     @classmethod
-    def create(cls, out_dir, model, task, train_cfg, *, resume=False, overwrite=False):
+    def create(
+        cls,
+        out_dir,
+        model,
+        task,
+        train_cfg,
+        *,
+        resume=False,
+        overwrite=False,
+        allow_schedule_change=False,
+    ):
         """Check that `out_dir` can take this run (new, empty, resumable with the same setup, or
-        overwrite=True); nothing is written before `lock()`."""
+        overwrite=True); nothing is written before `lock()`. A resume with another `steps` is
+        refused when it changes the learning rate of a step already trained, unless
+        `allow_schedule_change` (the change is then recorded in run.json)."""
         meta = {
             "format": RUN_FORMAT,
             "model": model.cfg.to_dict(),
@@ -124,7 +137,11 @@ class RunWriter:
             old = json.loads(existing.read_text())
             _check_same_run(old, meta)
             meta["created"] = old.get("created", meta["created"])
-            resuming = bool(checkpoint_steps(path))
+            steps = checkpoint_steps(path)
+            resuming = bool(steps)
+            if steps:
+                change = _schedule_change(old, train_cfg, steps[-1], allow_schedule_change)
+                meta["schedule_changes"] = old.get("schedule_changes", []) + change
         elif existing.is_file() and not overwrite:
             raise RunDirError(
                 f"{path} already holds a run; pass resume=True (CLI --resume) to continue it "
@@ -241,6 +258,33 @@ def load_training_state(tensors, meta, model, optimizer) -> None:
     model.load_state_dict(ckpt.model_state(tensors))
     ckpt.restore_optimizer(optimizer, tensors, meta)
     ckpt.restore_rng(tensors)
+
+
+def _schedule_change(old: dict, new: TrainConfig, trained: int, allowed: bool) -> list[dict]:
+    """[] when resuming at step `trained` with `new` trains exactly what a straight run with `new`
+    would; else RunDirError, or (when `allowed`) the record of the change."""
+    before = TrainConfig.from_dict(old["train"])
+    if before.steps == new.steps:
+        return []
+    if new.steps < trained:
+        raise RunDirError(
+            f"cannot resume with steps={new.steps}: this run already trained {trained} steps."
+        )
+    changed = next((s for s in range(trained) if before.lr_at(s) != new.lr_at(s)), None)
+    if changed is None:  # e.g. a constant schedule: the extension equals a straight run
+        return []
+    record = [{"at_step": trained, "steps": [before.steps, new.steps]}]
+    if allowed:
+        return record
+    raise RunDirError(
+        f"cannot resume with steps {before.steps} -> {new.steps}: with schedule="
+        f"{before.schedule!r} and warmup_steps={before.warmup_steps} the learning rate depends "
+        f"on `steps`, so the {trained} steps already trained used other rates than a straight "
+        f"{new.steps}-step run would (update {changed + 1}: {before.lr_at(changed):.3g} vs "
+        f"{new.lr_at(changed):.3g}); the result would match neither run. Keep steps="
+        f"{before.steps}, or pass allow_schedule_change=True (CLI --allow-schedule-change) to "
+        "continue anyway (run.json records the change)."
+    )
 
 
 def _check_same_run(old: dict, new: dict) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 from inducthead.analysis import emergence_step
 from inducthead.model import HookedTransformer
-from inducthead.runs import Run, safe_child
-from inducthead.sweep.spec import Cell
+from inducthead.runs import Run, RunDirError, safe_child
+from inducthead.sweep.spec import NOT_TRAINED, Cell
 from inducthead.training import train
 
 
@@ -39,14 +39,27 @@ def run_cell(cell: dict[str, Any], sweep_dir: str, threshold: float = 0.5) -> di
     if meta_path.is_file():
         with contextlib.suppress(ValueError, OSError):
             meta = json.loads(meta_path.read_text())
+            stored = json.loads(json.dumps([model_cfg.to_dict(), task.to_dict(), cfg.to_dict()]))
+            trained = [meta.get("model"), meta.get("task"), meta.get("train", {})]
+            recipe_same = all(
+                trained[2].get(k) == v for k, v in stored[2].items() if k not in NOT_TRAINED
+            )
             if (
                 meta.get("status") == "finished"
                 and meta.get("final_step") == cfg.steps
-                and meta.get("model") == json.loads(json.dumps(model_cfg.to_dict()))
-                and meta.get("task") == json.loads(json.dumps(task.to_dict()))
+                and trained[:2] == stored[:2]
+                and recipe_same
             ):
                 return {"status": "done before", **_summary(Run(path), threshold)}
-    train(HookedTransformer(model_cfg), task, cfg, path, resume=True)
+    # Anything else resumes. A cell trained with another setup (a changed `set:` value, grid
+    # value or preset) is refused, naming the difference, never reported as done.
+    try:
+        train(HookedTransformer(model_cfg), task, cfg, path, resume=True)
+    except RunDirError as e:
+        raise RunDirError(
+            f"{e} (sweep cell {c.name}: give the sweep a new --out, or delete {path} to retrain "
+            "it with the new setup)"
+        ) from None
     return {
         "status": "finished",
         "seconds": time.perf_counter() - start,

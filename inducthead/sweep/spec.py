@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,15 @@ class Cell:
     def build(self):
         """(model config, task, train config) of this cell; ValueError naming a bad field."""
         preset = presets.get(self.preset).with_seed(self.seed)
+        current = {
+            "model": preset.model.to_dict(),
+            "task": preset.task,
+            "train": preset.train.to_dict(),
+        }
         changes: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
         for key, value in self.overrides.items():
             section, _, name = key.partition(".")
-            changes[section][name] = value
+            changes[section][name] = _as_number_like(value, current[section].get(name))
         model = preset.model.replace(**changes["model"]) if changes["model"] else preset.model
         task = task_from_dict({**preset.task, **changes["task"]})
         train = TrainConfig.from_dict(
@@ -73,6 +79,21 @@ class Cell:
         )
         task.check_model(model)
         return model, task, train
+
+
+# TrainConfig fields that never change the weights a run ends with.
+NOT_TRAINED = ("progress", "device", "compile", "cpu_threads", "log_every")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _as_number_like(value: Any, current: Any) -> Any:
+    """A numeric string (YAML reads unquoted `1e-3` as one) as a number where the field holds
+    a number; everything else unchanged."""
+    numeric = isinstance(current, (int, float)) and not isinstance(current, bool)
+    if not (numeric and isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+        return value
+    number = float(value)
+    return int(number) if isinstance(current, int) and number.is_integer() else number
 
 
 _KNOWN = {"name", "out", "presets", "seeds", "set", "grid", "retries", "threshold"}

@@ -21,7 +21,7 @@ from inducthead.analysis.scores import training_scores
 from inducthead.recipe import TrainConfig
 from inducthead.runs import Run, RunWriter
 from inducthead.tasks import Task
-from inducthead.training.steppers import Stepper, batch_loss
+from inducthead.training.steppers import Stepper, batch_loss, data_seed
 
 
 class TrainingDiverged(RuntimeError):
@@ -124,8 +124,11 @@ def fit(stepper: Stepper, writers: list[RunWriter], hooks: list | None = None) -
     )
     step = start
     try:
-        with StopRequest() as stop, stepper.hooks(hooks or []):
+        with StopRequest() as stop, stepper.hooks(hooks or []), _own_rng(device):
             for step in range(start + 1, cfg.steps + 1):
+                # Whatever draws from torch's global generator (a hook, dropout) draws the same
+                # numbers at step s in a straight run and a resumed one, in any process.
+                torch.manual_seed(data_seed(cfg.seed, step))
                 window += stepper.step(step)
                 window_n += 1
                 due_eval = step % cfg.eval_every == 0 or step in schedule
@@ -156,6 +159,12 @@ def fit(stepper: Stepper, writers: list[RunWriter], hooks: list | None = None) -
         stepper.close()
     stepper.sync(step)
     return [w.finish(m, step) for w, m in zip(writers, stepper.models, strict=True)]
+
+
+def _own_rng(device: torch.device):
+    """Training reseeds torch's global generators each step; the caller's state is put back."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
 
 
 def _check_finite(means: list[float], step: int, stepper: Stepper, writers) -> None:

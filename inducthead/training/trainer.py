@@ -43,13 +43,17 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     hooks: list | None = None,
+    allow_schedule_change: bool = False,
 ) -> Run:
     """Train `model` on `task`; with `out_dir`, write run.json, metrics.jsonl and checkpoints.
 
     resume=True continues from the newest intact checkpoint in `out_dir` (same model config and
-    task required). `hooks`: `(hook_name, fn)` forward hooks active during training (e.g. clamps).
-    Ctrl-C stops at the next step, saves a checkpoint and re-raises KeyboardInterrupt. The model
-    trains on `config.device` ("auto": CUDA when present) and stays there.
+    task required). A resume may raise `steps` when the learning rates of the steps already
+    trained stay the same (a constant schedule), so that it ends exactly where a straight run
+    would; otherwise it is refused unless `allow_schedule_change`. `hooks`: `(hook_name, fn)`
+    forward hooks active during training (e.g. clamps). Ctrl-C stops at the next step, saves a
+    checkpoint and re-raises KeyboardInterrupt. The model trains on `config.device` ("auto":
+    CUDA when present) and stays there.
     """
     cfg = config or TrainConfig()
     if not isinstance(model, HookedTransformer):
@@ -65,17 +69,34 @@ def train(
         with cpu_threads(cfg.cpu_threads, device, ddp.local_rank if ddp else 0):
             if ddp is None:
                 writer = RunWriter.create(
-                    out_dir, model, task, cfg, resume=resume, overwrite=overwrite
+                    out_dir,
+                    model,
+                    task,
+                    cfg,
+                    resume=resume,
+                    overwrite=overwrite,
+                    allow_schedule_change=allow_schedule_change,
                 )
                 with writer.lock():
                     return fit(SingleStepper(model, task, cfg, device), [writer], hooks)[0]
-            return _train_ddp(model, task, cfg, out_dir, device, hooks, ddp, resume, overwrite)
+            return _train_ddp(
+                model,
+                task,
+                cfg,
+                out_dir,
+                device,
+                hooks,
+                ddp,
+                resume,
+                overwrite,
+                allow_schedule_change,
+            )
     finally:
         if ddp is not None:
             ddp.close()
 
 
-def _train_ddp(model, task, cfg, out_dir, device, hooks, ddp, resume, overwrite) -> Run:
+def _train_ddp(model, task, cfg, out_dir, device, hooks, ddp, resume, overwrite, allow) -> Run:
     """Rank 0 owns the run directory; other ranks follow its setup (or its error)."""
     ddp.check_batch_size(cfg.batch_size)
     with contextlib.ExitStack() as stack:
@@ -88,6 +109,7 @@ def _train_ddp(model, task, cfg, out_dir, device, hooks, ddp, resume, overwrite)
                 cfg,
                 resume=resume and ddp.is_main,
                 overwrite=overwrite and ddp.is_main,
+                allow_schedule_change=allow,
             )
             if ddp.is_main:
                 stack.enter_context(writer.lock())
@@ -111,6 +133,7 @@ def train_many(
     resume: bool = False,
     overwrite: bool = False,
     hooks: list | None = None,
+    allow_schedule_change: bool = False,
 ) -> list[Run]:
     """Train one model per seed (model init and data both seeded by it) as one batched
     computation; returns one `Run` per seed, in order.
@@ -138,7 +161,15 @@ def train_many(
         configs = [cfg.replace(seed=s) for s in seeds]
         models = [HookedTransformer(model_cfg.replace(seed=s)).to(device) for s in seeds]
         writers = [
-            RunWriter.create(d, m, task, c, resume=resume, overwrite=overwrite)
+            RunWriter.create(
+                d,
+                m,
+                task,
+                c,
+                resume=resume,
+                overwrite=overwrite,
+                allow_schedule_change=allow_schedule_change,
+            )
             for d, m, c in zip(_run_dirs(out_dir, seeds), models, configs, strict=True)
         ]
         with contextlib.ExitStack() as stack:
