@@ -233,7 +233,11 @@ def test_metrics_on_known_logits():
 
 def test_ablation_result_outputs(circuit_scan, tmp_path):
     df = circuit_scan.to_dataframe()
-    assert {"label", "loss", "accuracy", "loss_clean"} <= set(df) and len(df) == 8
+    # the per-head columns hold changes, named as such; the clean values sit beside them
+    assert {"label", "delta_loss", "delta_accuracy", "loss_clean"} <= set(df) and len(df) == 8
+    assert "loss" not in df and "accuracy" not in df
+    row = df.set_index("label").loc["L1H0"]
+    assert row["delta_loss"] == pytest.approx(float(circuit_scan.scores["loss"][1, 0]))
     assert "L1H0" in repr(circuit_scan) and "zero ablation" in repr(circuit_scan)
     assert "<table" in circuit_scan._repr_html_()
     circuit_scan.plot()
@@ -281,3 +285,30 @@ def test_duck_typed_transformerlens3_model(circuit, circuit_scan):
     assert kept.scores["loss"][roles.induction] == pytest.approx(
         float(circuit_scan.scores["loss"][roles.induction]), abs=1e-4
     )
+
+
+def test_pattern_preserving_context_runs_your_hooks_once_and_raises_their_errors(demo_model):
+    tokens = default_data(demo_model, n_samples=4).tokens
+    calls = []
+
+    def count(x, hook):
+        calls.append(x.shape)
+        return x
+
+    hooks = [("blocks.1.hook_resid_post", count)]
+    with ablate(demo_model, ["L1H0"], "pattern_preserving"):
+        inside = demo_model.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert len(calls) == 1  # once per forward, on the ablated pass
+    expected = forward(
+        demo_model, tokens, ablate(demo_model, ["L1H0"], "pattern_preserving").hooks_for(tokens)
+    )
+    torch.testing.assert_close(inside, expected)
+
+    def fail_once(x, hook, state={"n": 0}):  # noqa: B006 - counts its calls
+        state["n"] += 1
+        if state["n"] == 1:
+            raise RuntimeError("the first pass fails")
+        return x
+
+    with ablate(demo_model, ["L1H0"], "pattern_preserving"), pytest.raises(RuntimeError):
+        demo_model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_post", fail_once)])

@@ -114,3 +114,61 @@ def test_presets():
     preset = ih.configs.get("demo").with_seed(3)
     assert preset.model.seed == 3 and preset.train.seed == 3
     assert "demo" in repr(preset)
+
+
+def test_replace_keeps_the_values_that_were_given():
+    demo = ih.presets.get("demo").model
+    wider = demo.replace(d_model=128)
+    assert wider.n_heads == 2 and wider.d_head == 32  # given in the preset: kept
+    assert wider.initializer_range == pytest.approx(0.8 / 128**0.5)  # never given: re-derived
+    rel = HookedTransformerConfig(
+        n_layers=1,
+        d_model=32,
+        n_ctx=64,
+        d_head=8,
+        d_vocab=5,
+        positional_embedding_type="relative",
+        relative_window=8,
+        initializer_range=0.05,
+    )
+    longer = rel.replace(n_ctx=256)
+    assert longer.relative_window == 8 and longer.initializer_range == 0.05
+    # a value given to replace counts as given from then on
+    assert rel.replace(n_heads=2).replace(d_model=64).n_heads == 2
+    assert (
+        HookedTransformerConfig(
+            n_layers=1,
+            d_model=32,
+            n_ctx=64,
+            d_head=8,
+            d_vocab=5,
+            positional_embedding_type="relative",
+        )
+        .replace(n_ctx=256)
+        .relative_window
+        == 256
+    )
+
+
+def test_tl3_settings_that_change_the_function_are_refused_by_name():
+    base = dict(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=5)
+    defaults = {
+        "attention_dir": "causal",
+        "parallel_attn_mlp": False,
+        "scale_attn_by_inverse_layer_idx": False,
+        "attn_scores_soft_cap": -1.0,
+        "output_logits_soft_cap": -1.0,
+        "NTK_by_parts_factor": 8.0,  # a parameter of NTK-by-parts RoPE, which is off
+    }
+    assert HookedTransformerConfig.from_dict({**base, **defaults}).n_heads == 2
+    for key, value in [
+        ("attention_dir", "bidirectional"),
+        ("parallel_attn_mlp", True),
+        ("scale_attn_by_inverse_layer_idx", True),
+        ("attn_scores_soft_cap", 50.0),
+        ("output_logits_soft_cap", 30.0),
+        ("gated_mlp", True),
+        ("use_local_attn", True),
+    ]:
+        with pytest.raises(ValueError, match=f"{key}={value!r}.*does not implement"):
+            HookedTransformerConfig.from_dict({**base, key: value})

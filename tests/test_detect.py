@@ -116,7 +116,7 @@ def test_short_contexts_get_a_smaller_probe_with_a_warning():
     tiny = ih.HookedTransformer(tiny_config(n_ctx=30, d_vocab=40, bos_token_id=0))
     with pytest.warns(UserWarning, match="period 14"):
         assert ih.detect(tiny).probe["periods"][0] == 14
-    with pytest.raises(ValueError, match="no probe fits in n_ctx=8.*period=3"):
+    with pytest.raises(ValueError, match="n_ctx=8 is too short.*cannot be probed"):
         ih.detect(ih.HookedTransformer(tiny_config(n_ctx=8, bos_token_id=0)))
 
 
@@ -174,3 +174,24 @@ def test_cli_detect(tmp_path, capsys):
 def test_cli_detect_pretrained(tiny_gpt2_dir, capsys):
     assert main(["detect", "--pretrained", str(tiny_gpt2_dir)]) == 0
     assert "L1H3" in capsys.readouterr().out
+
+
+def test_errors_offer_only_what_works():
+    """A 3-state Markov model (MarkovICL's default) and an 8-token context cannot be probed at
+    all: the error says so, instead of suggesting a period that is refused next."""
+    from inducthead.tasks import MarkovICL
+
+    task = MarkovICL()
+    markov = ih.HookedTransformer(tiny_config(d_vocab=task.d_vocab, n_ctx=64))
+    for model, match in [
+        (markov, f"only {task.d_vocab} non-BOS tokens.*cannot be probed"),
+        (ih.HookedTransformer(tiny_config(n_ctx=8, bos_token_id=0)), "too short.*cannot be probed"),
+    ]:
+        with pytest.raises(ValueError, match=match) as caught:
+            ih.detect(model)
+        assert "pass period" not in str(caught.value) and "period=3" not in str(caught.value)
+    # where a shorter period works, that is what the error offers, and it works
+    small = ih.HookedTransformer(tiny_config(d_vocab=12, n_ctx=64, bos_token_id=0))
+    with pytest.raises(ValueError, match="pass period <= 11"):
+        ih.detect(small)
+    assert ih.detect(small, period=11).probe["periods"][0] == 11

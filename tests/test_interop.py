@@ -83,3 +83,19 @@ def test_transformerlens_patching_runs_on_our_model_and_matches_the_bridge():
         results.append(patching.get_act_patch_attn_head_out_all_pos(m, corrupted, cache, metric))
     assert results[0].shape == (2, 4)
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=1e-5)
+
+
+def test_analyses_of_a_bridge_match_the_model_it_was_made_from(demo_model):
+    bridge = ih.to_bridge(demo_model)
+    ours, theirs = ih.detect(demo_model), ih.detect(bridge)
+    assert theirs.model_name == ours.model_name == "demo"
+    assert theirs.probe["bos_token_id"] == ours.probe["bos_token_id"] == 0
+    for key in ours.scores:
+        torch.testing.assert_close(
+            theirs.scores[key], ours.scores[key], atol=1e-5, rtol=0, equal_nan=True
+        )
+    data = ih.causal.default_data(demo_model, n_samples=16)
+    a, b = ih.verify(demo_model, data=data), ih.verify(bridge, data=data)
+    assert a.confirmed == b.confirmed and b.clean["loss"] == pytest.approx(
+        a.clean["loss"], abs=1e-5
+    )

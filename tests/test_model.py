@@ -260,3 +260,12 @@ def test_preset_names_build_models():
     assert model.cfg.model_name == "demo" and "demo" in repr(model)
     with pytest.raises(ValueError, match="unknown preset"):
         ih.HookedTransformer("nope")
+
+
+def test_models_own_their_config():
+    preset = ih.presets.get("demo")
+    a, b = ih.HookedTransformer(preset), ih.HookedTransformer(preset)
+    a.to("meta")
+    assert a.cfg.device == "meta" and b.cfg.device == "cpu"
+    assert preset.model.device is None and a.cfg is not b.cfg is not preset.model
+    assert a.cfg == b.cfg == preset.model  # same architecture

@@ -20,7 +20,7 @@ from inducthead.sweep import SweepResult
 @pytest.fixture(scope="module")
 def circuit():
     model, roles = induction_circuit(d_vocab=24, n_ctx=64)
-    return model, roles, default_data(model, n_samples=8)
+    return model, roles, default_data(model, n_samples=16)
 
 
 @pytest.fixture(scope="module")

@@ -153,3 +153,37 @@ def _csv(path):
 
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def test_a_cell_trained_with_another_setup_is_never_reported_as_done(tmp_path):
+    """Rerunning with a changed `set:` value (not part of the cell name) must not report the
+    old results: the cell is refused, naming the difference, and its run stays untouched."""
+    spec = {"presets": ["demo"], "seeds": [0], "set": {**SET, "train.lr": 1e-2}, "retries": 0}
+    first = sweep.run_sweep(spec, tmp_path, log=None)
+    assert first.rows[0]["status"] == "finished"
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")}
+    changed = {**spec, "set": {**SET, "train.lr": 1e-4}}
+    again = sweep.run_sweep(changed, tmp_path, log=None)
+    row = again.rows[0]
+    assert row["status"] == "failed" and "train.lr: 0.01 -> 0.0001" in row["error"]
+    assert "new --out" in row["error"]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.safetensors")} == stamps
+    # a setting that does not change the weights (progress, device, ...) still counts as done
+    quiet = {**spec, "set": {**spec["set"], "train.log_every": 1}}
+    assert sweep.run_sweep(quiet, tmp_path, log=None).rows[0]["status"] == "done before"
+
+
+def test_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "presets: [demo]\nset:\n  train.lr: 1e-3\n  train.steps: 3\n  model.embed_init_std: .5\n"
+        "grid:\n  train.weight_decay: [1e-2, 0]\n"
+    )
+    spec = sweep.read_spec(path)
+    assert spec["set"]["train.lr"] == "1e-3"  # what PyYAML makes of it
+    cells = sweep.plan(spec)
+    model, _, train = cells[0].build()
+    assert train.lr == 1e-3 and train.steps == 3 and model.embed_init_std == 0.5
+    assert [c.build()[2].weight_decay for c in cells] == [0.01, 0]
+    with pytest.raises(sweep.SweepError, match="model_name"):  # strings stay strings
+        sweep.plan({"presets": ["demo"], "set": {"model.model_name": 3}})

@@ -258,3 +258,94 @@ def test_training_is_bitwise_reproducible_with_several_threads():
         runs[0].model.state_dict().items(), runs[1].model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b), name
+
+
+def _checkpoint_tensors(path, step):
+    from inducthead.runs import checkpoint as ckpt
+
+    return ckpt.read_checkpoint(ih.Run(path).checkpoint_path(step))[0]
+
+
+def test_a_resumed_run_equals_the_straight_run_at_every_checkpoint(tmp_path):
+    """Cosine schedule, interrupted mid-run, in a process whose global RNG differs: every
+    checkpoint after the resume (weights, AdamW moments, RNG state) and every metrics row equal
+    the straight run's."""
+    torch.manual_seed(1)
+    straight = ih.train(small_model(), TASK, recipe(), tmp_path / "straight")
+    torch.manual_seed(2)
+    with pytest.raises(KeyboardInterrupt):
+        ih.train(small_model(), TASK, recipe(), tmp_path / "cut", hooks=interrupt_at(13))
+    meta = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["saved_step"] == 13
+    assert "interrupted, step 13" in repr(ih.Run(tmp_path / "cut"))
+    torch.manual_seed(3)
+    ih.train(small_model(), TASK, recipe(), tmp_path / "cut", resume=True)
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["status"] == "finished"
+    later = [s for s in straight.checkpoints if s >= 13]
+    assert ih.Run(tmp_path / "cut").checkpoints[-len(later) :] == later
+    for step in later:
+        a = _checkpoint_tensors(tmp_path / "straight", step)
+        b = _checkpoint_tensors(tmp_path / "cut", step)
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.equal(a[name], b[name]), (step, name)
+    assert _rows(tmp_path / "straight") == _rows(tmp_path / "cut")
+
+
+def test_resuming_with_other_steps_is_exact_or_refused(tmp_path):
+    constant = recipe(steps=20, schedule="constant", warmup_steps=5)
+    ih.train(small_model(), TASK, constant.replace(steps=10), tmp_path / "const")
+    extended = ih.train(small_model(), TASK, constant, tmp_path / "const", resume=True)
+    straight = ih.train(small_model(), TASK, constant, tmp_path / "const_straight")
+    for name, p in straight.model.state_dict().items():
+        assert torch.equal(extended.model.state_dict()[name], p), name
+    a, b = _checkpoint_tensors(tmp_path / "const", 20), _checkpoint_tensors(straight.path, 20)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # RNG state included
+    # cosine: the 10 steps trained used other learning rates than a 20-step run would
+    cosine = recipe(steps=20)
+    ih.train(small_model(), TASK, cosine.replace(steps=10), tmp_path / "cos")
+    with pytest.raises(RunDirError, match="cannot resume with steps 10 -> 20.*schedule='cosine'"):
+        ih.train(small_model(), TASK, cosine, tmp_path / "cos", resume=True)
+    forced = ih.train(
+        small_model(), TASK, cosine, tmp_path / "cos", resume=True, allow_schedule_change=True
+    )
+    assert forced.meta["schedule_changes"] == [{"at_step": 10, "steps": [10, 20]}]
+    with pytest.raises(RunDirError, match="already trained 20 steps"):
+        ih.train(small_model(), TASK, cosine.replace(steps=15), tmp_path / "cos", resume=True)
+
+
+def test_the_newest_checkpoint_damaged_is_said_and_recorded(tmp_path, demo_model):
+    ih.train(small_model(), TASK, recipe(steps=12), tmp_path / "run")
+    run = ih.Run(tmp_path / "run")
+    newest = run.checkpoint_path(12)
+    newest.write_bytes(newest.read_bytes()[:200])
+    with pytest.warns(UserWarning, match=f"skipping damaged checkpoint.*{newest.name}"):
+        model = ih.load(tmp_path / "run")
+    older = run.checkpoints[-2]
+    assert model.loaded_from == {"path": str(run.checkpoint_path(older)), "step": older}
+    result = ih.detect(model, period=10, repeats=3)
+    assert result.source["step"] == older and f"at step {older}" in repr(result)
+    assert json.loads(result.to_json())["source"]["step"] == older
+
+
+def test_resume_refuses_a_corpus_whose_files_changed(tmp_path):
+    from inducthead.tasks import Corpus
+
+    text = tmp_path / "text.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    task = Corpus(paths=(str(text),), seq_len=16)
+    cfg = ih.HookedTransformerConfig(
+        n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=257, n_ctx=16, seed=0
+    )
+    rec = recipe(steps=6, batch_size=4, head_scores=False)
+    ih.train(ih.HookedTransformer(cfg), task, rec.replace(steps=3), tmp_path / "run")
+    text.write_text("a different text entirely, of another length. " * 40)
+    with pytest.raises(RunDirError, match="task data fingerprint"):
+        ih.train(
+            ih.HookedTransformer(cfg),
+            Corpus(paths=(str(text),), seq_len=16),
+            rec,
+            tmp_path / "run",
+            resume=True,
+            allow_schedule_change=True,
+        )

@@ -150,3 +150,69 @@ def test_verify_on_a_bridge_matches(demo_model, demo_report):
             if isinstance(value, float) and math.isfinite(value):
                 assert theirs.rows[head][key] == pytest.approx(value, abs=1e-4, rel=1e-4), key
     torch.testing.assert_close(theirs.scores["loss"], demo_report.scores["loss"], atol=1e-5, rtol=0)
+
+
+def test_control_sets_are_drawn_uniformly():
+    """Three candidates in a 12-head layer leave 9 controls per pool: each control set is a
+    uniform draw of 3 distinct heads, so 1 - C(7,3)/C(9,3) = 0.583 of them hold L1H3 or L1H4."""
+    from inducthead.analysis import Head
+    from inducthead.causal.verify import _control_sets
+
+    pool = [Head(1, h) for h in range(3, 12)]
+    sets = [s for seed in range(200) for s in _control_sets([pool] * 3, 8, seed)]
+    assert len(sets) == 1600 and all(len(set(s)) == 3 for s in sets)
+    share = sum(any(h in s for h in ((1, 3), (1, 4))) for s in sets) / len(sets)
+    assert share == pytest.approx(1 - 35 / 84, abs=0.04)
+    per_head = [sum(h in s for s in sets) / len(sets) for h in pool]
+    assert max(per_head) - min(per_head) < 0.08  # every head about 3/9 of the sets
+
+
+def test_redundant_induction_heads_are_confirmed_together():
+    """Two copies of the induction head: either alone predicts the repeats, so ablating one
+    costs little (check (a) fails alone) while ablating both destroys induction. Both are
+    confirmed, as sharing the job; the positional-shortcut decoy is not."""
+    from inducthead.tasks import RepeatedTokens
+
+    model, roles = induction_circuit(d_vocab=24, n_ctx=64, redundant=True, induction_strength=14)
+    data = RepeatedTokens(24, 64, 13, 13, held_out_periods=()).sample(32, seed=0)
+    heads = [roles.induction, roles.redundant_induction, roles.positional_shortcut]
+    r = verify(model, heads=heads, data=data)
+    assert sorted(r.confirmed) == [(1, 0), (1, 3)]
+    for head, other in ((roles.induction, roles.redundant_induction),) * 1 + (
+        (roles.redundant_induction, roles.induction),
+    ):
+        row = r.rows[head]
+        assert row["loss_share"] < r.thresholds.loss_share  # alone: not enough
+        assert row["redundant_with"] == [other] and row["joint_share"] > 1.0
+    assert r.rows[roles.positional_shortcut]["redundant_with"] == []
+    assert "the heads are redundant" in str(r)
+    again = CausalReport.from_json(r.to_json())
+    assert again.confirmed == r.confirmed and again.rows[(1, 0)]["redundant_with"] == [(1, 3)]
+
+
+def test_an_untrained_model_is_described_without_nan_shares():
+    model = ih.HookedTransformer(ih.presets.get("demo").model).eval()
+    r = verify(model, heads=[(1, 0), (1, 1)], data=default_data(model, n_samples=16))
+    assert "nan" not in str(r) and "does not beat" in str(r)
+
+
+def test_few_sequences_warn(demo_model):
+    with pytest.warns(UserWarning, match="verify on 4 sequence"):
+        verify(demo_model, data=default_data(demo_model, n_samples=4))
+
+
+def test_verify_takes_the_probe_of_detect(tmp_path, capsys):
+    """A model whose vocabulary is too small for detect's default probe period is verified
+    with a probe it can take (`--period`)."""
+    from inducthead.tasks import RepeatedTokens
+
+    model, _ = induction_circuit(d_vocab=12, n_ctx=64)
+    with pytest.raises(ValueError, match="pass period <= 11"):
+        ih.detect(model)
+    path = tmp_path / "m.safetensors"
+    from inducthead.runs import checkpoint as ckpt
+
+    ckpt.write_checkpoint(path, model)
+    assert main(["verify", str(path), "--period", "8", "--samples", "16"]) == 0
+    assert "confirmed: L1H0" in capsys.readouterr().out
+    assert RepeatedTokens  # the data verify builds is repeated tokens of periods <= 11

@@ -26,7 +26,7 @@ print(f"model: {model.cfg.model_name}, heads: {heads}")
 for mode in ("zero", "pattern_preserving"):
     scan = ih.ablation_scan(model, data, ["loss", "accuracy"], mode=mode)
     print(scan)
-    print(scan.to_dataframe()[["label", "loss", "accuracy"]].to_string(index=False))
+    print(scan.to_dataframe()[["label", "delta_loss", "delta_accuracy"]].to_string(index=False))
 
 # 2. Ablate the heads together: as a context manager ...
 with torch.no_grad():

@@ -284,10 +284,11 @@ def _bos_token_id(model, kind: str) -> int | None:
     if kind == "inducthead":
         return model.cfg.bos_token_id
     tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None and isinstance(getattr(model.cfg, "bos_token_id", None), int):
-        return model.cfg.bos_token_id  # declared by the config (`to_bridge` keeps ours)
+    if tokenizer is None:  # a BOS the config declares (`to_bridge` keeps ours), if in range
+        bos = getattr(model.cfg, "bos_token_id", None)
+        return bos if isinstance(bos, int) and 0 <= bos < model.cfg.d_vocab else None
     prepends = getattr(model.cfg, "default_prepend_bos", True)
-    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+    bos = getattr(tokenizer, "bos_token_id", None)
     if not prepends or bos is None or not (0 <= bos < model.cfg.d_vocab):
         return None
     return int(bos)

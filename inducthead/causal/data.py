@@ -12,24 +12,33 @@ from inducthead.tasks import Batch, RepeatedTokens, Task
 Data = Batch | Tensor | Task | None
 
 
-def default_data(model, n_samples: int = 64, seq_len: int | None = None, seed: int = 0) -> Batch:
+def default_data(
+    model, n_samples: int = 64, seq_len: int | None = None, seed: int = 0, max_period: int = 40
+) -> Batch:
     """`repeated_token_batch` for any hooked model (ours, a bridge, TL 3)."""
-    return repeated_token_batch(ModelAdapter.wrap(model), n_samples, seq_len, seed)
+    return repeated_token_batch(ModelAdapter.wrap(model), n_samples, seq_len, seed, max_period)
 
 
 def repeated_token_batch(
-    adapter: ModelAdapter, n_samples: int = 64, seq_len: int | None = None, seed: int = 0
+    adapter: ModelAdapter,
+    n_samples: int = 64,
+    seq_len: int | None = None,
+    seed: int = 0,
+    max_period: int = 40,
 ) -> Batch:
     """The data causal experiments use when none is given: `RepeatedTokens` for the model —
     [BOS] + random tokens with a segment repeated from a random offset, period drawn from
-    4..40 (all periods, including those `RepeatedTokens` holds out from training), `seq_len`
-    = min(n_ctx, 128) tokens, `n_samples` sequences, loss mask on the induction-predictable
-    targets. Deterministic in `seed`."""
+    4..`max_period` (all periods, including those `RepeatedTokens` holds out from training;
+    fewer where the context or vocabulary is smaller), `seq_len` = min(n_ctx, 128) tokens,
+    `n_samples` sequences, loss mask on the induction-predictable targets. Deterministic in
+    `seed`."""
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}.")
     bos = adapter.bos_token_id
     seq_len = min(adapter.n_ctx, 128) if seq_len is None else seq_len
     content = seq_len + (bos is None)
     n_content = adapter.d_vocab - (bos is not None)
-    max_period = max(2, min(40, content // 2, n_content))
+    max_period = max(2, min(max_period, content // 2, n_content))
     task = RepeatedTokens(
         d_vocab=adapter.d_vocab,
         seq_len=seq_len,

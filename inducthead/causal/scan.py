@@ -126,6 +126,11 @@ class AblationResult(HeadTable):
         finite = [(h, abs(float(values[h]))) for h in self.heads() if math.isfinite(values[h])]
         return [h for h, _ in sorted(finite, key=lambda x: -x[1])[:k]]
 
+    def to_dataframe(self):
+        """One row per head: `delta_<metric>` (ablated - clean) and `<metric>_clean`."""
+        df = super().to_dataframe()
+        return df.rename(columns={k: f"delta_{k}" for k in self.scores})
+
     def extra_columns(self) -> dict[str, list]:
         return {f"{k}_clean": [self.clean[k]] * len(self.heads()) for k in self.scores}
 
@@ -173,5 +178,5 @@ class AblationResult(HeadTable):
         return (
             f"<p><b>AblationResult</b> ({self.mode}) for <code>{self.model_name}</code>; "
             f"clean: {', '.join(f'{k} {v:.3f}' for k, v in self.clean.items())}</p>"
-            + self.html_table(["label", *self.scores])
+            + self.html_table(["label", *(f"delta_{k}" for k in self.scores)])
         )

@@ -93,8 +93,9 @@ class CausalResult(HeadTable):
         def ge(x, cut):
             return not math.isnan(x) and x >= cut
 
+        shares_the_job = bool(r.get("redundant_with")) and ge(r["joint_share"], t.loss_share)
         return {
-            "a": ge(r["loss_share"], t.loss_share),
+            "a": ge(r["loss_share"], t.loss_share) or shares_the_job,
             "b": ge(r["specificity"], t.specificity),
             "c": ge(r["prefix_drop"], t.prefix_drop) and ge(r["key_recovery"], t.key_recovery),
         }
@@ -142,7 +143,7 @@ class CausalResult(HeadTable):
         rows = {}
         for label, stored in d["heads"].items():
             row = {k: v for k, v in stored.items() if k not in ("a", "b", "c")}
-            for key in ("controls", "senders"):
+            for key in ("controls", "senders", "redundant_with"):
                 row[key] = parse_heads(row.get(key) or [])
             rows[Head.parse(label)] = {k: _number(v) for k, v in row.items()}
         joint = {k: _number(v) for k, v in d["joint"].items()}
@@ -182,12 +183,18 @@ class CausalResult(HeadTable):
                 if not math.isnan(r["loss_share"])
                 else "no share: the model does not beat the no-context baseline"
             )
+            if r.get("redundant_with"):
+                share += (
+                    f"; jointly with {_names(r['redundant_with'])}: share "
+                    f"{r['joint_share']:.3f} (the heads are redundant: they share the job)"
+                )
             out.append(
                 f"  (a) {mark['a']}  loss {r['loss_effect']:+.3f}, accuracy "
                 f"{r['accuracy_effect']:+.3f}; {share}"
             )
             out.append(
-                f"  (b) {mark['b']}  specificity {r['specificity']:.1f}x the largest control head"
+                f"  (b) {mark['b']}  specificity {_num(r['specificity'], '.1f', 'x')} the largest "
+                "control head"
                 f" [{_names(r['controls'])}] ({r['control_effect']:+.4f}; >= "
                 f"{self.thresholds.specificity})"
             )
@@ -196,8 +203,9 @@ class CausalResult(HeadTable):
                     f"  (c) {mark['c']}  prefix matching {r['attention_clean']:.3f} -> "
                     f"{r['attention_senders_ablated']:.3f} with {_names(r['senders'])} ablated "
                     f"(drop {r['prefix_drop']:.3f} >= {self.thresholds.prefix_drop}); restored "
-                    f"via key {r['key_recovery']:.0%} (>= {self.thresholds.key_recovery:.0%}), via "
-                    f"query {r['query_recovery']:.0%}"
+                    f"via key {_num(r['key_recovery'], '.0%')} (>= "
+                    f"{self.thresholds.key_recovery:.0%}), via query "
+                    f"{_num(r['query_recovery'], '.0%')}"
                 )
             else:
                 out.append("  (c) fail  no previous-token head in an earlier layer")
@@ -206,9 +214,9 @@ class CausalResult(HeadTable):
             controls = j["control_effects"]
             ctrl = f"max |control| {max(map(abs, controls)):.4f}" if controls else "no controls"
             out.append(
-                f"all candidates ablated together: loss {j['loss_effect']:+.3f} (share "
-                f"{j['loss_share']:.3f}), accuracy {j['accuracy_effect']:+.3f} (share "
-                f"{j['accuracy_share']:.3f}); {len(controls)} control sets: {ctrl}"
+                f"all candidates ablated together: loss {j['loss_effect']:+.3f} "
+                f"({_share(j['loss_share'])}), accuracy {j['accuracy_effect']:+.3f} "
+                f"({_share(j['accuracy_share'])}); {len(controls)} control sets: {ctrl}"
             )
         out.append("confirmed: " + (", ".join(head_label(h) for h in self.confirmed) or "none"))
         return out
@@ -242,6 +250,17 @@ class CausalResult(HeadTable):
             + "</ul>"
             + table
         )
+
+
+def _num(value: float, spec: str, unit: str = "") -> str:
+    """`value` formatted, or "undefined" for NaN (a ratio of two zero effects)."""
+    return "undefined" if math.isnan(value) else f"{value:{spec}}{unit}"
+
+
+def _share(value: float) -> str:
+    if math.isnan(value):
+        return "no share: the model does not beat the no-context baseline"
+    return f"share {value:.3f}"
 
 
 def _names(heads) -> str:

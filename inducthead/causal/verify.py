@@ -4,7 +4,9 @@ For each candidate head (default: `detect(model).induction_heads`), on repeated-
 
 (a) pattern-preserving ablation of the head alone raises the loss on induction-predictable tokens
     by a share of the gap between the clean loss and the no-context baseline (the loss of the best
-    predictor that ignores the context); the joint ablation of all candidates is reported too;
+    predictor that ignores the context), or, for heads that share the job, the joint ablation of
+    a smallest set of such heads (each failing alone) does: redundant heads are normal in real
+    models, and are reported as such; the joint ablation of all candidates is reported too;
 (b) ablating other heads instead (control heads of the same layer that `detect` does not call
     (anti-)induction heads; the nearest other layers when that layer has none) changes the loss
     much less: specificity = the head's loss effect / the largest |loss effect| of a control head,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import warnings
 
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.detect import detect_heads
@@ -52,6 +55,10 @@ def _control_pool(head: Head, excluded: set[Head], n_layers: int, n_heads: int) 
     return []
 
 
+# Up to this many candidates failing (a) alone, every subset of them is tried jointly.
+_MAX_SUBSET_SEARCH = 5
+# Fewer sequences than this get a warning: the thresholds were measured on 64.
+_FEW_SEQUENCES = 16
 # Beyond this many one-head-per-pool combinations, control sets are drawn without listing them.
 _MAX_LISTED = 100_000
 
@@ -84,21 +91,31 @@ def verify(
     n_controls: int = 8,
     seed: int = 0,
     detection=None,
+    period: int = 25,
+    repeats: int = 4,
 ) -> CausalResult:
     """Causally check the candidate induction heads of `model` (default: `detect(model)`'s
     induction heads); see the module docstring for checks (a)-(c). `data`: a `Batch`, token ids or
-    None (`causal.metrics.default_data`: 64 repeated-token sequences). `detection`: a
+    None (`causal.data.default_data`: 64 repeated-token sequences). `detection`: a
     `DetectionResult` to reuse (it supplies the previous-token heads and the heads kept out of the
-    control pools). Works on our models, TransformerBridge and TransformerLens 3 models."""
+    control pools); without one, `detect` runs with a probe of `period` x `repeats` fitted to the
+    model's context and vocabulary. Works on our models, TransformerBridge and TransformerLens 3
+    models."""
     adapter = ModelAdapter.wrap(model)
     adapter.check_finite()
     thresholds = thresholds or VerifyThresholds()
     candidates = None if heads is None else check_heads(heads, adapter, allow_empty=True)
     batch = as_batch(adapter, data)
+    if len(batch) < _FEW_SEQUENCES:
+        warnings.warn(
+            f"verify on {len(batch)} sequence(s): its thresholds were set on 64; below "
+            f"{_FEW_SEQUENCES} the ablation effects are noisy and verdicts unreliable.",
+            stacklevel=2,
+        )
     if detection is None:  # detect's default probe (period 25 x 4), fitted to small models
         bos = adapter.bos_token_id is not None
-        period, repeats = fit_probe(adapter.n_ctx, adapter.d_vocab, bos, 25, 4, fit_vocab=True)
-        detection = detect_heads(adapter, period=period, repeats=repeats)
+        fitted = fit_probe(adapter.n_ctx, adapter.d_vocab, bos, period, repeats, fit_vocab=True)
+        detection = detect_heads(adapter, period=fitted[0], repeats=fitted[1])
     if candidates is None:
         candidates = list(detection.induction_heads)
     metrics = resolve_metrics(["loss", "accuracy"])
@@ -125,15 +142,17 @@ def verify(
             "control_effect": control,
             "specificity": _ratio(loss_effect, control),
             "controls": pool,
+            "redundant_with": [],  # filled by _find_redundant_sets
+            "joint_share": math.nan,
         }
         row.update(_k_composition(adapter, head, detection, batch))
         rows[head] = row
 
+    if beats_baseline:
+        _find_redundant_sets(adapter, batch, rows, clean["loss"], gap["loss"], thresholds)
     joint = {}
     if candidates:
-        ablation = Ablation(adapter, candidates, "pattern_preserving")
-        logits = adapter.logits(batch.tokens, ablation.hooks_for(batch.tokens))
-        ablated = evaluate(metrics, logits, batch)
+        ablated = _ablated_metrics(adapter, batch, candidates, metrics)
         joint = {
             "loss_effect": ablated["loss"] - clean["loss"],
             "accuracy_effect": ablated["accuracy"] - clean["accuracy"],
@@ -144,12 +163,10 @@ def verify(
             if gap["accuracy"]
             else math.nan,
         }
-        effects = []
         sets = _control_sets(pools, n_controls, seed) if all(pools) else []
-        for control in sets:
-            abl = Ablation(adapter, control, "pattern_preserving")
-            logits = adapter.logits(batch.tokens, abl.hooks_for(batch.tokens))
-            effects.append(evaluate(metrics, logits, batch)["loss"] - clean["loss"])
+        effects = [
+            _ablated_metrics(adapter, batch, s, metrics)["loss"] - clean["loss"] for s in sets
+        ]
         joint["control_sets"] = sets
         joint["control_effects"] = effects
         joint["specificity"] = _ratio(
@@ -166,6 +183,42 @@ def verify(
         shape=(L, H),
         source=adapter.source,
     )
+
+
+def _ablated_metrics(adapter: ModelAdapter, batch, heads: list[Head], metrics) -> dict:
+    """The metrics with `heads` ablated together, pattern-preserving."""
+    ablation = Ablation(adapter, heads, "pattern_preserving")
+    return evaluate(metrics, adapter.logits(batch.tokens, ablation.hooks_for(batch.tokens)), batch)
+
+
+def _find_redundant_sets(adapter, batch, rows: dict, clean_loss: float, gap: float, t) -> None:
+    """Check (a) for heads that share the job: among the candidates that fail (a) alone, the
+    smallest sets whose joint ablation passes it (all subsets for up to `_MAX_SUBSET_SEARCH`
+    such heads, else the whole group). Each member's row gets `redundant_with` (the other heads
+    of its sets) and `joint_share` (the largest share of a set it is in)."""
+    failing = [h for h, r in rows.items() if not r["loss_share"] >= t.loss_share]
+    if len(failing) < 2:
+        return
+    if len(failing) <= _MAX_SUBSET_SEARCH:
+        sizes = range(2, len(failing) + 1)
+        subsets = [c for k in sizes for c in itertools.combinations(failing, k)]
+    else:
+        subsets = [tuple(failing)]
+    loss = resolve_metrics("loss")
+    passing: list[tuple[tuple[Head, ...], float]] = []
+    for subset in subsets:
+        if any(set(found) <= set(subset) for found, _ in passing):
+            continue  # not minimal: a smaller set already does the job
+        share = (_ablated_metrics(adapter, batch, list(subset), loss)["loss"] - clean_loss) / gap
+        if share >= t.loss_share:
+            passing.append((subset, share))
+    for subset, share in passing:
+        for head in subset:
+            row = rows[head]
+            others = [h for h in subset if h != head and h not in row["redundant_with"]]
+            row["redundant_with"] = sorted(row["redundant_with"] + others)
+            best = row["joint_share"]
+            row["joint_share"] = share if math.isnan(best) else max(share, best)
 
 
 def _ratio(effect: float, control: float) -> float:

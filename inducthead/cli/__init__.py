@@ -1,14 +1,15 @@
 """The `inducthead` command line: one module per command group (`training`: train, configs;
 `demo`; `analysis`: detect, verify, ablate; `sweep`), assembled here.
 
-Errors print as one line (`inducthead: error: ...`, exit 2) unless --debug is given; Ctrl-C during
-training saves a checkpoint and exits 130.
+Errors and warnings print as one line each (`inducthead: error: ...`, exit 2; `inducthead:
+warning: ...`) unless --debug is given; Ctrl-C during training saves a checkpoint and exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from inducthead.cli import analysis, demo, sweep, training
 from inducthead.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
@@ -31,11 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"inducthead: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # one line each, without Python's source-line echo
+                warnings.showwarning = _warn_in_one_line
+            return args.func(args)
     except SystemExit:
         raise
     except Exception as e:  # one line for users; --debug shows the traceback

@@ -39,17 +39,26 @@ def add_parsers(sub) -> None:
     _add_target_args(p)
     p.add_argument("--heads", help="heads to verify, e.g. L1H0,L1H1 (default: detect's)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--period", type=int, default=25, help="detect's probe period (default 25)")
+    p.add_argument("--repeats", type=int, default=4, help="detect's probe repeats (default 4)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("ablate", help="ablate heads and print how each metric changes")
     _add_target_args(p)
     p.add_argument("--heads", required=True, help="heads to ablate together, e.g. L1H4,L1H6")
     p.add_argument("--mode", choices=MODES, default="zero", help="ablation (default: zero)")
+    p.add_argument(
+        "--period", type=int, default=40, help="longest period of the repeated-token data (40)"
+    )
     p.set_defaults(func=cmd_ablate)
 
 
 def cmd_detect(args) -> int:
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}.")
     report = detect(load_target(args), period=args.period, n_samples=args.samples, seed=args.seed)
+    if report.source:
+        print(f"checkpoint: {report.source['path']} (step {report.source['step']})")
     print(report.table())
     print()
     print("\n".join(report.summary_lines()))
@@ -61,17 +70,20 @@ def cmd_detect(args) -> int:
     return 0
 
 
-def _model_and_data(args):
+def _model_and_data(args, max_period: int = 40):
     if args.samples < 1:
         raise ValueError(f"--samples must be >= 1, got {args.samples}.")
     model = load_target(args)
     model.eval()
-    return model, default_data(model, n_samples=args.samples, seed=args.seed)
+    data = default_data(model, n_samples=args.samples, seed=args.seed, max_period=max_period)
+    return model, data
 
 
 def cmd_verify(args) -> int:
     model, data = _model_and_data(args)
-    report = verify(model, heads=args.heads, data=data, seed=args.seed)
+    report = verify(
+        model, args.heads, data, seed=args.seed, period=args.period, repeats=args.repeats
+    )
     print(report)
     if args.json is not None:
         report.to_json(args.json)
@@ -80,7 +92,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    model, data = _model_and_data(args)
+    model, data = _model_and_data(args, max_period=args.period)
     abl = ablate(model, args.heads, mode=args.mode)
     clean = evaluate(METRICS, forward(model, data.tokens), data)
     ablated = evaluate(METRICS, forward(model, data.tokens, abl.hooks_for(data.tokens)), data)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from inducthead import presets
 from inducthead.model import HookedTransformer
+from inducthead.recipe import resolve_device
 from inducthead.runs import Run, load, load_pretrained
 from inducthead.training import train
 
@@ -88,6 +89,8 @@ def load_target(args):
         raise ValueError(
             "give either a run directory / checkpoint file or --pretrained NAME_OR_PATH."
         )
+    if args.device is not None:
+        resolve_device(args.device)  # a clear error for a device this machine does not have
     if args.pretrained is not None:
         return load_pretrained(args.pretrained, device=args.device)
     if not args.target.exists():

@@ -3,7 +3,6 @@ on and the verdicts of `detect` and `verify`."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,22 +18,40 @@ from inducthead.tasks.probes import ProbeFitError, fit_probe
 DEMO_BAR = 0.5
 
 
+DEFAULT_OUT = Path("runs/demo")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("demo", help="train the demo model and show its induction head (CPU, ~30 s)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory (runs/demo)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run directory (default: runs/demo, or runs/demo-2, -3, ... if that holds a run)",
+    )
     add_train_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.set_defaults(func=cmd_demo)
+
+
+def free_demo_dir(base: Path = DEFAULT_OUT) -> Path:
+    """`base`, or the first of base-2, base-3, ... that holds nothing: the demo never replaces
+    a run it did not make in this invocation."""
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def cmd_demo(args) -> int:
     args.config = "demo"
+    if args.out is None:
+        if args.resume or args.overwrite:
+            raise ValueError("--resume and --overwrite need --out: the run directory to act on.")
+        args.out = free_demo_dir()
     preset, train_cfg = preset_and_config(args)
-    run_json = args.out / "run.json"
-    # Re-running the demo replaces an earlier demo run; anything else in --out is left alone.
-    overwrite = (
-        run_json.is_file() and json.loads(run_json.read_text())["model"]["model_name"] == "demo"
-    )
-    run, seconds = train_preset(args, preset, train_cfg, resume=False, overwrite=overwrite)
+    run, seconds = train_preset(args, preset, train_cfg, args.resume, args.overwrite)
     print(summary(run.model, preset.make_task(), seconds, args.out))
     return 0
 

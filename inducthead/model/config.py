@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from inducthead.model.tl3_keys import TL3_KEYS, check_tl3_keys
+
 # Fields derived from others unless given -> the value that means "not given".
 _DERIVED: dict[str, Any] = {
     "n_heads": -1,  # d_model // d_head
@@ -32,64 +34,6 @@ _DERIVED: dict[str, Any] = {
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary", "relative", "alibi", "none")
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
-
-# TransformerLens 3 config keys that `from_dict` accepts and drops, so a TL 3 `cfg.to_dict()`
-# loads. Most describe loading, devices or derived values; some would change the computation
-# (attention_dir, parallel_attn_mlp, scale_attn_by_inverse_layer_idx, the soft caps, gated_mlp,
-# n_key_value_heads, use_qk_norm, ...) and are dropped unchecked for now: a config using them
-# builds a model that computes something else.
-_TL_KEYS_IGNORED = frozenset(
-    [
-        "device",
-        "n_devices",
-        "tokenizer_name",
-        "tokenizer_prepends_bos",
-        "default_prepend_bos",
-        "original_architecture",
-        "from_checkpoint",
-        "checkpoint_index",
-        "checkpoint_label_type",
-        "checkpoint_value",
-        "window_size",
-        "attn_types",
-        "init_mode",
-        "dtype",
-        "n_params",
-        "use_hook_tokens",
-        "use_attn_in",
-        "use_hook_mlp_in",
-        "use_local_attn",
-        "ungroup_grouped_query_attention",
-        "layer_norm_folding",
-        "post_embedding_ln",
-        "trust_remote_code",
-        "load_in_4bit",
-        "tokenizer_appends_eos",
-        "default_padding_side",
-        "NTK_by_parts_factor",
-        "NTK_by_parts_low_freq_factor",
-        "NTK_by_parts_high_freq_factor",
-        "NTK_original_ctx_len",
-        "decoder_start_token_id",
-        "experts_per_token",
-        "num_experts",
-        "relative_attention_max_distance",
-        "relative_attention_num_buckets",
-        "tie_word_embeddings",
-        "use_normalization_before_and_after",
-        "attn_scores_soft_cap",
-        "output_logits_soft_cap",
-        "use_NTK_by_parts_rope",
-        "scale_attn_by_inverse_layer_idx",
-        "final_rms",
-        "gated_mlp",
-        "parallel_attn_mlp",
-        "n_key_value_heads",
-        "use_qk_norm",
-        "uses_rms_norm",
-        "attention_dir",
-    ]
-)
 
 
 @dataclass
@@ -286,15 +230,18 @@ class HookedTransformerConfig:
     def from_dict(cls, d: dict[str, Any]) -> HookedTransformerConfig:
         """Build from a dict (ours, or a TransformerLens 3 `cfg.to_dict()`).
 
-        TL 3 keys that only concern loading or devices are dropped; any other unknown key is an
-        error naming it, so a typo never silently changes the architecture.
+        TL 3 keys that cannot change the function (loading, devices, hook flags) are dropped; TL 3
+        settings our model does not implement are accepted at their TL default and refused by name
+        otherwise (`model.tl3_keys`); any other unknown key is an error naming it, so a typo never
+        silently changes the architecture.
         """
         if not isinstance(d, dict):
             raise TypeError(
                 f"HookedTransformerConfig.from_dict expects a dict, got {type(d).__name__}."
             )
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in d if k not in known and k not in _TL_KEYS_IGNORED)
+        check_tl3_keys(d)
+        unknown = sorted(k for k in d if k not in known and k not in TL3_KEYS)
         if unknown:
             raise ValueError(
                 f"HookedTransformerConfig.from_dict: unknown field(s) {unknown}; valid fields: "

@@ -10,7 +10,8 @@ token"); L0H1 duplicate-token head (attends to earlier copies of its own token, 
 L0H2, L0H3 zero heads. Layer 1: L1H0 induction head (query = current token, key = previous-token
 subspace, K-composition with L0H0; copies the attended token into "output"); L1H1 anti-induction
 head (same attention, writes minus the token); L1H2 positional shortcut (attends to i - P + 1 by
-position alone and copies: an induction head only on period-P data); L1H3 zero head. The
+position alone and copies: an induction head only on period-P data); L1H3 zero head (or, with
+`redundant=True`, a second induction head sharing L1H0's job). The
 unembedding reads the output subspace, so logits = sum of layer-1 head outputs.
 """
 
@@ -34,6 +35,7 @@ class HeadRoles:
     anti_induction: tuple[int, int] = (1, 1)
     positional_shortcut: tuple[int, int] = (1, 2)
     zero: tuple[tuple[int, int], ...] = ((0, 2), (0, 3), (1, 3))
+    redundant_induction: tuple[int, int] | None = None  # a copy of `induction` (redundant=True)
 
 
 def induction_circuit(
@@ -44,12 +46,15 @@ def induction_circuit(
     induction_strength: float = 10.0,
     anti_strength: float = 4.0,
     shortcut_strength: float = 2.0,
+    redundant: bool = False,
 ) -> tuple[HookedTransformer, HeadRoles]:
     """The hand-built model described in the module docstring, and its `HeadRoles`.
 
     `sharpness` scales attention scores (softmax is then nearly one-hot); the strengths scale
     what each layer-1 head writes to the logits (induction wins over anti-induction by default).
-    Token 0 is BOS.
+    `redundant` makes the zero head L1H3 a second induction head, a copy of L1H0: two heads that
+    share the job (either alone predicts the repeats when `induction_strength` is well above
+    `anti_strength`). Token 0 is BOS.
     """
     if not 2 <= shortcut_period <= n_ctx:
         raise ValueError(f"shortcut_period must lie in [2, n_ctx={n_ctx}], got {shortcut_period}.")
@@ -94,7 +99,10 @@ def induction_circuit(
         a0.W_K[1, POS + pos, V + pos] = -b
 
         # L1H0 / L1H1: query token matches the key's previous token (K-composition with L0H0).
-        for head, strength in ((0, induction_strength), (1, -anti_strength)):
+        layer1 = [(0, induction_strength), (1, -anti_strength)]
+        if redundant:
+            layer1.append((3, induction_strength))
+        for head, strength in layer1:
             a1.W_Q[head, TOK + tok, tok] = 1.0
             a1.W_K[head, PREV + tok, tok] = b
             a1.W_V[head, TOK + tok, tok] = 1.0
@@ -106,4 +114,6 @@ def induction_circuit(
         a1.W_V[2, TOK + tok, tok] = 1.0
         a1.W_O[2, tok, OUT + tok] = shortcut_strength
     model.eval()
+    if redundant:
+        return model, HeadRoles(zero=((0, 2), (0, 3)), redundant_induction=(1, 3))
     return model, HeadRoles()

@@ -121,6 +121,11 @@ def read_checkpoint(
                 "which inducthead never unpickles implicitly. If you trust it, use "
                 "inducthead.load_pickle(path, config, allow_pickle=True)."
             ) from None
+        if path.suffix.lower() != ".safetensors":  # a text file, an image, ...: say so
+            raise CheckpointError(
+                f"{path} is not a checkpoint: inducthead reads run directories and the "
+                ".safetensors files in their checkpoints/ folder."
+            ) from None
         raise CheckpointError(f"checkpoint {path} is damaged or truncated ({e}).") from None
     if meta.get("format") not in READABLE_FORMATS:
         raise CheckpointError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,6 +13,14 @@ import torch
 from inducthead.runs.run import load
 
 _LOCAL_MODEL_FILES = ("config.json",)
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+)
 
 
 class PretrainedLoadError(RuntimeError):
@@ -95,9 +104,30 @@ def load_pretrained(
             f"{str(e).splitlines()[0] if str(e) else ''}). Download it where there is network "
             "(e.g. `huggingface-cli download NAME --local-dir DIR`) and pass the directory."
         ) from e
+    if path.exists() and tokenizer is None and not _has_tokenizer_files(path):
+        _drop_empty_tokenizer(bridge, path)
     check_tokenizer(getattr(bridge, "tokenizer", None), source)
     bridge.eval()
+    bridge.loaded_from = {"path": source, "step": checkpoint_value or checkpoint}
     return bridge
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def _drop_empty_tokenizer(bridge, path: Path) -> None:
+    """A local model saved without a tokenizer gets the empty stand-in transformers makes
+    offline; our analyses need token ids only, so go on without it (and say so)."""
+    try:
+        check_tokenizer(getattr(bridge, "tokenizer", None), str(path))
+    except PretrainedLoadError:
+        bridge.tokenizer = None
+        warnings.warn(
+            f"{path} has no tokenizer files: loaded without a tokenizer. detect and verify "
+            "probe with token ids (and no BOS); pass tokenizer= for text-based tools.",
+            stacklevel=3,
+        )
 
 
 def _boot(source: str, path: Path, device, dtype, tokenizer, ckpt: dict):

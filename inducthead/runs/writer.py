@@ -43,6 +43,8 @@ from inducthead.runs.run import (
 # `_schedule_change` allows only where the learning rates of the steps already trained stay the
 # same (or when asked to).
 _RESUMABLE_TRAIN_CHANGES = {"steps", "progress", "device", "log_every", "compile", "cpu_threads"}
+# Differences a refused resume names (the rest are counted).
+_SHOWN_DIFFS = 5
 # Final names whose leftover temporary files (from a killed writer) a new owner may delete.
 _OWN_FILES = re.compile(r"step_\d+\.safetensors|run\.json|metrics\.jsonl")
 
@@ -306,8 +308,11 @@ def _check_same_run(old: dict, new: dict) -> None:
     if before != after:  # the files behind the task (e.g. a corpus) changed
         diffs.append(f"task data fingerprint: {before} -> {after}")
     if diffs:
+        names = (old.get("model", {}).get("model_name"), new["model"].get("model_name"))
+        what = f"model {names[0]!r}, not {names[1]!r}; " if names[0] != names[1] else ""
+        shown = "; ".join(diffs[:_SHOWN_DIFFS])
+        more = f"; and {len(diffs) - _SHOWN_DIFFS} more" if len(diffs) > _SHOWN_DIFFS else ""
         raise RunDirError(
-            "cannot resume: this run was started with a different setup ("
-            + "; ".join(diffs)
-            + "). Use the original settings, or overwrite=True / --overwrite to start again."
+            f"cannot resume: this run was started with a different setup ({what}{shown}{more}). "
+            "Use the original settings, or overwrite=True / --overwrite to start again."
         )

@@ -112,24 +112,25 @@ def fit_probe(
     """The (period, repeats) of the largest repeated-token probe like the one asked for that fits
     `n_ctx` (BOS included when `bos`): fewer repeats first (not below 2), then a shorter period;
     with `fit_vocab` also a period no longer than the non-BOS vocabulary (tokens within a period
-    are distinct), with repeats refilled to the context. ProbeFitError if the period ends below
-    `min_period` or needs more distinct tokens than the vocabulary has."""
+    are distinct), with repeats refilled to the context. ProbeFitError, saying what would work,
+    if no probe of period >= `min_period` fits, or the period needs more distinct tokens than
+    the vocabulary has."""
     usable, content = n_ctx - bos, d_vocab - bos
-    if fit_vocab and content < min_period:
+    if content < min_period:
         raise ProbeFitError(
-            f"d_vocab={d_vocab} has only {content} non-BOS tokens; a probe needs at least "
-            f"{min_period} distinct tokens per period."
+            f"d_vocab={d_vocab} has only {content} non-BOS tokens, but a repeated-token probe "
+            f"needs at least {min_period} distinct tokens per period: this model cannot be probed."
+        )
+    if usable // 2 < min_period:
+        raise ProbeFitError(
+            f"n_ctx={n_ctx} is too short for a repeated-token probe: the smallest is "
+            f"{'BOS + ' if bos else ''}2 repeats of period {min_period} ({2 * min_period + bos} "
+            "tokens), so this model cannot be probed."
         )
     fitted_repeats = max(2, min(repeats, usable // period))
     fitted = min(period, usable // fitted_repeats)
     if fit_vocab:
         fitted = min(fitted, content)
-    if fitted < min_period:
-        raise ProbeFitError(
-            f"no probe fits in n_ctx={n_ctx}: the smallest probe is {'BOS + ' if bos else ''}2 "
-            f"repeats of period {min_period} ({2 * min_period + bos} tokens). Largest allowed "
-            f"values here: period={max(usable // 2, 0)}, repeats=2."
-        )
     if content < fitted:
         raise ProbeFitError(
             f"d_vocab={d_vocab} has only {content} non-BOS tokens, fewer than the probe period "

@@ -1,0 +1,89 @@
+"""TransformerLens 3 config keys that `HookedTransformerConfig.from_dict` meets in a TL 3
+`cfg.to_dict()` beyond our own fields: those it may drop, and those it must refuse when set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Keys that describe loading, devices, tokenizers, derived values or hook points: they cannot
+# change what the model computes, so they are dropped.
+TL3_IGNORED = frozenset(
+    [
+        "device",
+        "n_devices",
+        "tokenizer_name",
+        "tokenizer_prepends_bos",
+        "default_prepend_bos",
+        "original_architecture",
+        "from_checkpoint",
+        "checkpoint_index",
+        "checkpoint_label_type",
+        "checkpoint_value",
+        "init_mode",
+        "dtype",
+        "n_params",
+        "use_hook_tokens",
+        "use_attn_in",
+        "use_hook_mlp_in",
+        "ungroup_grouped_query_attention",
+        "layer_norm_folding",
+        "trust_remote_code",
+        "load_in_4bit",
+        "tokenizer_appends_eos",
+        "default_padding_side",
+        "tie_word_embeddings",
+        "uses_rms_norm",
+    ]
+)
+
+# Settings that change the computation, which our model does not implement, with the TL 3
+# default (the value under which the function is ours): accepted at that value, refused by name
+# otherwise. The NTK-by-parts factors only matter with use_NTK_by_parts_rope.
+TL3_UNSUPPORTED: dict[str, Any] = {
+    "attention_dir": "causal",
+    "parallel_attn_mlp": False,
+    "scale_attn_by_inverse_layer_idx": False,
+    "attn_scores_soft_cap": -1.0,
+    "output_logits_soft_cap": -1.0,
+    "gated_mlp": False,
+    "final_rms": False,
+    "use_qk_norm": False,
+    "n_key_value_heads": None,
+    "use_local_attn": False,
+    "window_size": None,
+    "attn_types": None,
+    "post_embedding_ln": False,
+    "use_NTK_by_parts_rope": False,
+    "NTK_by_parts_factor": None,
+    "NTK_by_parts_low_freq_factor": None,
+    "NTK_by_parts_high_freq_factor": None,
+    "NTK_original_ctx_len": None,
+    "use_normalization_before_and_after": False,
+    "relative_attention_max_distance": None,
+    "relative_attention_num_buckets": None,
+    "decoder_start_token_id": None,
+    "num_experts": None,
+    "experts_per_token": None,
+}
+_ONLY_WITH = {name: "use_NTK_by_parts_rope" for name in TL3_UNSUPPORTED if name.startswith("NTK_")}
+
+TL3_KEYS = TL3_IGNORED | TL3_UNSUPPORTED.keys()
+
+
+def check_tl3_keys(d: dict[str, Any]) -> None:
+    """ValueError naming every TL 3 setting in `d` that would make the model compute something
+    other than what `HookedTransformer` computes."""
+    bad = []
+    for name, default in TL3_UNSUPPORTED.items():
+        if name not in d or d[name] == default:
+            continue
+        switch = _ONLY_WITH.get(name)
+        if switch is not None and not d.get(switch):
+            continue  # a parameter of a feature that is off
+        bad.append(f"{name}={d[name]!r} (supported: {default!r})")
+    if bad:
+        raise ValueError(
+            "HookedTransformerConfig.from_dict: TransformerLens setting(s) "
+            f"{'; '.join(bad)} change what the model computes and inducthead's HookedTransformer "
+            "does not implement them; refusing rather than building a different model."
+        )
