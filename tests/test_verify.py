@@ -68,7 +68,14 @@ def test_report_outputs(demo_report, tmp_path):
     assert "CONFIRMED" in str(r) and "(c) PASS" in str(r)
     html = r._repr_html_()
     assert "<table" in html and "K-composition" in html
-    r.plot()
+    fig = r.plot()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["loss", "accuracy"]
+    for ax in panels:  # the confirmed heads are outlined, and only they
+        boxes = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+        assert sorted((int(y), int(x)) for x, y in boxes) == sorted(r.confirmed)
+        values = ax.images[0].get_array()
+        torch.testing.assert_close(torch.tensor(values.data), r.scores[ax.get_title()])
     data = json.loads(r.to_json(tmp_path / "verify.json"))
     assert data["confirmed"] == ["L1H1", "L1H0"] and data["heads"]["L1H0"]["c"] is True
 
