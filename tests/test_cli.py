@@ -79,6 +79,7 @@ def test_debug_shows_the_traceback():
         main(["--debug", "train", "--config", "nope", "--out", "x"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out_dir = tmp_path / "run"
     cmd = [

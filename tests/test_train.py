@@ -241,6 +241,7 @@ def test_task_model_mismatch_is_reported():
         )
 
 
+@pytest.mark.slow
 def test_training_is_bitwise_reproducible_with_several_threads():
     """Two identical runs give identical weights with 2 CPU threads: no backward op may
     accumulate in a thread-dependent order (W_E[tokens]'s did; the embedding lookup does not)."""
