@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 import inducthead as ih
-from inducthead.analysis import detect
+from inducthead.analysis import detect, head_label
 from inducthead.causal import path_patch, verify
 from inducthead.model import induction_circuit
 
@@ -36,9 +36,9 @@ def row(name: str, model, heads) -> list[str]:
         q = path_patch(model, sender, head, "q", metric="loss")
         drop = k.attention["clean"] - k.attention["corrupted"]
         lines.append(
-            f"| {name} | {ih.results.head_label(head)} | {report.clean['loss']:.3f} | "
+            f"| {name} | {head_label(head)} | {report.clean['loss']:.3f} | "
             f"{report.baseline['loss']:.3f} | {r['loss_effect']:+.4f} | {r['loss_share']:.4f} | "
-            f"{r['specificity']:.2f} | {ih.results.head_label(sender)} | "
+            f"{r['specificity']:.2f} | {head_label(sender)} | "
             f"{k.attention['clean']:.3f} | {drop:.3f} | {k.attention_recovered:.3f} | "
             f"{q.attention_recovered:.3f} | {'yes' if head in report.confirmed else 'no'} |"
         )
