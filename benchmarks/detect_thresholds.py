@@ -2,7 +2,7 @@
 induction heads (randomly initialised models) vs heads that are (trained demo models, the
 hand-built circuit). Prints the measured ranges and appends them to RESULTS.md.
 
-`--smoke` runs the same code on 1 seed per architecture, one demo model trained for 10 steps
+`--smoke` runs the same code on 1 seed per architecture, one demo model trained for 5 steps
 and the first and last shipped checkpoints, and prints the tables without appending them to
 RESULTS.md.
 """
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="toy size, print only (tests)")
     args = parser.parse_args(argv)
-    n_seeds, seeds, steps = (1, (1,), 10) if args.smoke else (5, (1, 2), None)
+    n_seeds, seeds, steps = (1, (1,), 5) if args.smoke else (5, (1, 2), None)
     rows = [summarise(n, detect(m)) for n, m in random_models(n_seeds)]
     random_pm = max(r["max PM (L>=1)"] for r in rows)
     random_copy = max(r["max |copy emp|"] for r in rows)

@@ -132,11 +132,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="K = 2, 4 steps, 1 round, 2 chunks of 1 step; print only (tests)",
+        help="K = 2, 2 steps, 1 round, 2 chunks of 1 step; print only (tests)",
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.k, args.steps, args.rounds, args.chunks, args.chunk = 2, 4, 1, 2, 1
+        args.k, args.steps, args.rounds, args.chunks, args.chunk = 2, 2, 1, 2, 1
     preset = ih.configs.get("demo")
     seeds = list(range(args.k))
     base = preset.train.replace(steps=args.steps, progress=False, device=args.device, amp=args.amp)
