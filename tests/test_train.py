@@ -65,6 +65,7 @@ def interrupt_at(step_count):
     return [("hook_embed", hook)]
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_on_repeated_tokens():
     cfg = recipe(
         steps=200, batch_size=32, lr=2e-2, schedule="constant", warmup_steps=0, grad_clip=None
