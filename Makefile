@@ -1,7 +1,10 @@
-# make demo  : create .venv if missing, install, train the demo model on the CPU and show its heads
-# make test  : create .venv if missing, install, run ruff and the test suite
-# TORCH_SPEC : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
-#              (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.
+# make demo      : create .venv if missing, install, train the demo model on the CPU and show its heads
+# make test      : create .venv if missing, install, run make lint and then the whole test suite
+# make test-fast : the same without the tests marked slow (pytest -m "not slow"): under a minute
+#                  on 2 CPU cores
+# make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
+# TORCH_SPEC     : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
+#                  (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.
 PYTHON     ?= python3
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -9,7 +12,7 @@ WHEELS     ?= /opt/wheels
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
-.PHONY: setup demo test lint format bench assets clean
+.PHONY: setup demo test test-fast lint format bench assets clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ]; then \
@@ -32,13 +35,14 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/inducthead demo --device cpu
 
-test: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint
 	$(BIN)/python -m pytest -q
 
-lint:
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 format:
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .

@@ -8,41 +8,43 @@ heads, vocabulary 2048 from a locally built word-level tokenizer), time:
   (the same weights in a TransformerBridge), which computes the attention statistic only.
 TL's 'mul' number is converted to ours (× sequence length / eligible queries) to show both compute
 the same prefix-matching values. Goal: detect >= 2x faster than detect_head.
+
+`--smoke` runs the same code on a 1-layer width-64 model (vocabulary 256), once per timing, and
+prints the table without appending it to RESULTS.md.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import record
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
 from inducthead.tasks.probes import plan_probe, repeated_probe
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from _common import record  # noqa: E402
-from conftest import word_tokenizer  # noqa: E402
+from inducthead.testing import word_tokenizer
 
 VOCAB = 2048
+SIZES = dict(layers=(2, 12), d_model=768, n_heads=12, vocab=VOCAB, repeats=3)
+SMOKE = dict(layers=(1,), d_model=64, n_heads=4, vocab=256, repeats=1)
 
 
-def build(n_layers: int, tokenizer):
+def build(n_layers: int, tokenizer, d_model: int = 768, n_heads: int = 12, vocab: int = VOCAB):
     cfg = ih.HookedTransformerConfig(
         n_layers=n_layers,
-        d_model=768,
-        n_heads=12,
-        d_head=64,
-        d_vocab=VOCAB,
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_vocab=vocab,
         n_ctx=128,
         act_fn="gelu_new",
         bos_token_id=0,
         seed=0,
-        model_name=f"random-{n_layers}L-768",
+        model_name=f"random-{n_layers}L-{d_model}",
     )
     model = ih.HookedTransformer(cfg).eval()
     return model, ih.to_bridge(model, tokenizer=tokenizer).eval()
@@ -57,28 +59,27 @@ def best_of(fn, repeats=3):
     return min(times), out
 
 
-def main() -> None:
+def measure(layers, d_model, n_heads, vocab, repeats) -> list[str]:
     from transformer_lens.head_detector import detect_head
 
-    torch.set_grad_enabled(False)
     lines = [
         "| model | detect (ours, all scores) s | detect on the bridge s | TL detect_head (induction only) s "
         "| speed-up vs detect_head | max abs diff of prefix matching |",
         "|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = word_tokenizer(Path(tmp), VOCAB)
-        for n_layers in (2, 12):
-            model, bridge = build(n_layers, tokenizer)
+        tokenizer = word_tokenizer(Path(tmp), vocab)
+        for n_layers in layers:
+            model, bridge = build(n_layers, tokenizer, d_model, n_heads, vocab)
             adapter = ModelAdapter.wrap(model)
             plan, _ = plan_probe(adapter.n_ctx, adapter.d_vocab, adapter.bos_token_id, 25, 4, 10, 0)
             probes = [
-                repeated_probe(VOCAB, p, None, 10, 0, i, length=plan.length)
+                repeated_probe(vocab, p, None, 10, 0, i, length=plan.length)
                 for i, p in enumerate(plan.periods)
             ]
             texts = [[tokenizer.decode(row[1:]) for row in probe] for probe in probes]
             ih.detect(model)  # warm-up
-            t_ours, report = best_of(lambda m=model: ih.detect(m))
+            t_ours, report = best_of(lambda m=model: ih.detect(m), repeats=repeats)
             t_bridge, _ = best_of(lambda b=bridge: ih.detect(b, bos_token_id=0), repeats=1)
 
             def tl(b=bridge, texts=texts):
@@ -94,12 +95,24 @@ def main() -> None:
                     (converted - report.scores[f"prefix_matching_p{period}"]).abs().max().item()
                 )
             lines.append(
-                f"| {n_layers}L d768 | {t_ours:.2f} | {t_bridge:.2f} | {t_tl:.2f} | "
+                f"| {n_layers}L d{d_model} | {t_ours:.2f} | {t_bridge:.2f} | {t_tl:.2f} | "
                 f"{t_tl / t_ours:.1f}x | {max(diffs):.1e} |"
             )
             print(lines[-1], flush=True)
     lines += ["", f"threads: {torch.get_num_threads()}; 20 probe sequences of 101 tokens per model"]
-    record("Detection speed (benchmarks/detect_speed.py)", lines)
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="toy size, print only (tests)")
+    args = parser.parse_args(argv)
+    with torch.no_grad():
+        lines = measure(**(SMOKE if args.smoke else SIZES))
+    if args.smoke:
+        print("\n".join(lines))
+    else:
+        record("Detection speed (benchmarks/detect_speed.py)", lines)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,28 @@
 """Where detect's default thresholds come from: score distributions of heads that are not
 induction heads (randomly initialised models) vs heads that are (trained demo models, the
 hand-built circuit). Prints the measured ranges and appends them to RESULTS.md.
+
+`--smoke` runs the same code on 1 seed per architecture, one demo model trained for 5 steps
+and the first and last shipped checkpoints, and prints the tables without appending them to
+RESULTS.md.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import torch
+from _common import record
 
 import inducthead as ih
 from inducthead.analysis import detect
 from inducthead.model import induction_circuit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
-
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "demo"
 
 
-def random_models():
+def random_models(n_seeds: int = 5):
     """Untrained models of the architectures we ship, 5 seeds each."""
     demo = ih.configs.get("demo").model
     small = ih.configs.get("olsson-attn-only-2l-small").model
@@ -35,18 +37,19 @@ def random_models():
         model_name="3L-LN-MLP",
     )
     for cfg in (demo, small, mlp):
-        for seed in range(5):
+        for seed in range(n_seeds):
             yield f"{cfg.model_name} seed {seed}", ih.HookedTransformer(cfg.replace(seed=seed))
 
 
-def trained_models(seeds=(1, 2)):
+def trained_models(seeds=(1, 2), steps: int | None = None):
     yield "demo seed 0 (assets)", ih.load(ASSETS)
     for seed in seeds:
         preset = ih.configs.get("demo").with_seed(seed)
+        cfg = preset.train.replace(progress=False, device="cpu")
         run = ih.train(
             ih.HookedTransformer(preset.model),
             preset.make_task(),
-            preset.train.replace(progress=False, device="cpu"),
+            cfg if steps is None else cfg.replace(steps=steps),
         )
         yield f"demo seed {seed}", run.model
 
@@ -64,14 +67,18 @@ def summarise(name, report, layer_from=1):
     }
 
 
-def main() -> None:
-    rows = [summarise(n, detect(m)) for n, m in random_models()]
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="toy size, print only (tests)")
+    args = parser.parse_args(argv)
+    n_seeds, seeds, steps = (1, (1,), 5) if args.smoke else (5, (1, 2), None)
+    rows = [summarise(n, detect(m)) for n, m in random_models(n_seeds)]
     random_pm = max(r["max PM (L>=1)"] for r in rows)
     random_copy = max(r["max |copy emp|"] for r in rows)
     random_prev = max(r["max prev"] for r in rows)
     random_dup = max(r["max dup"] for r in rows)
     trained = []
-    for name, model in trained_models():
+    for name, model in trained_models(seeds, steps):
         rep = detect(model)
         heads = rep.induction_heads
         trained.append(
@@ -100,7 +107,7 @@ def main() -> None:
         "| model | min PM of induction heads | min empirical copying of induction heads | max L0 previous-token |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {n} | {pm:.3f} | {cp:.3f} | {pv:.3f} |" for n, pm, cp, pv in trained]
+    lines += [f"| {n} | {_f(pm)} | {_f(cp)} | {pv:.3f} |" for n, pm, cp, pv in trained]
     lines += [
         "",
         "Shipped demo trajectory (assets/demo): best layer-1 head by step",
@@ -109,7 +116,8 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     run = ih.Run(ASSETS)
-    for step in run.checkpoints:
+    checkpoints = run.checkpoints
+    for step in [checkpoints[0], checkpoints[-1]] if args.smoke else checkpoints:
         rep = detect(run.load(step))
         pm = rep.scores["prefix_matching"][1]
         h = int(pm.argmax())
@@ -126,7 +134,15 @@ def main() -> None:
         f"Untrained maxima: prefix matching {random_pm:.3f}, |copying| {random_copy:.3f}, "
         f"previous-token {random_prev:.3f}, duplicate-token {random_dup:.3f}.",
     ]
-    record("Detection thresholds (benchmarks/detect_thresholds.py)", lines)
+    if args.smoke:
+        print("\n".join(lines))
+    else:
+        record("Detection thresholds (benchmarks/detect_thresholds.py)", lines)
+
+
+def _f(score: float | None) -> str:
+    """A score to 3 decimals; '-' for a model without induction heads (a --smoke model)."""
+    return "-" if score is None else f"{score:.3f}"
 
 
 if __name__ == "__main__":

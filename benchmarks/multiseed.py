@@ -16,6 +16,7 @@ on a GPU (small models leave it idle).
 
     python benchmarks/multiseed.py                       # CPU
     python benchmarks/multiseed.py --device cuda --amp   # a GPU run
+    python benchmarks/multiseed.py --smoke               # K = 2, a few steps, print only (tests)
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _common import record
 
 import inducthead as ih
 from inducthead.runs import RunWriter
 from inducthead.training import VmappedStepper, make_optimizer, train_many, train_step
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -121,7 +119,7 @@ def setting(name: str, preset, seeds, cfg, rounds: int, to_disk: bool) -> tuple[
     return [line], ratio
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=8, help="seeds (default 8)")
     parser.add_argument("--steps", type=int, default=100, help="end-to-end run length")
@@ -131,7 +129,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="K = 2, 2 steps, 1 round, 2 chunks of 1 step; print only (tests)",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.k, args.steps, args.rounds, args.chunks, args.chunk = 2, 2, 1, 2, 1
     preset = ih.configs.get("demo")
     seeds = list(range(args.k))
     base = preset.train.replace(steps=args.steps, progress=False, device=args.device, amp=args.amp)
@@ -167,7 +172,7 @@ def main() -> None:
             "- GPU goal (>= 3x): not measured here (no GPU lent to this session); run "
             "`python benchmarks/multiseed.py --device cuda --amp` on one."
         )
-    if args.no_record:
+    if args.no_record or args.smoke:
         print("\n".join(lines))
     else:
         record("Multi-seed training (benchmarks/multiseed.py)", lines)

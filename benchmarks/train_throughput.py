@@ -16,6 +16,7 @@ no shortformer positions), its byte-level vocab 257, and a CPU-sized context (25
 
     python benchmarks/train_throughput.py                     # CPU, both sizes
     python benchmarks/train_throughput.py --device cuda --amp --compile   # a GPU run
+    python benchmarks/train_throughput.py --smoke     # toy widths, 2 rounds x 1 step, print only
 """
 
 from __future__ import annotations
@@ -24,13 +25,12 @@ import argparse
 import contextlib
 import math
 import statistics
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import record
 from torch import nn
 
 import inducthead as ih
@@ -38,18 +38,21 @@ from inducthead.tasks import RepeatedTokens
 from inducthead.training import make_optimizer
 from inducthead.training.speed import compiled_forward
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
-
 HOOK = "blocks.0.hook_resid_post"
 
 
-def sizes(device: str) -> dict[str, dict]:
+def sizes(device: str, smoke: bool = False) -> dict[str, dict]:
     demo = ih.configs.get("demo")
     olsson = ih.configs.get("olsson-attn-only-2l").model.replace(
         positional_embedding_type="standard", n_ctx=256, model_name="olsson-2l-768"
     )
     gpu = device.startswith("cuda")
+    if smoke:  # both sizes at the demo's width and context (tests)
+        tiny = dict(d_model=64, n_heads=2, d_head=32, n_ctx=128)
+        return {
+            name: dict(cfg=cfg.replace(**tiny), batch=2, steps=1, rounds=2)
+            for name, cfg in (("demo", demo.model), ("olsson-2l-768", olsson))
+        }
     return {
         "demo": dict(cfg=demo.model, batch=32, steps=6 if not gpu else 50, rounds=15),
         "olsson-2l-768": dict(cfg=olsson, batch=8 if not gpu else 32, steps=2, rounds=7),
@@ -235,7 +238,7 @@ def bench_size(name, spec, device, amp, compile_backend, with_bridge, lines, sum
     lines.append("")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
@@ -250,7 +253,8 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="*", help="subset of: demo olsson-2l-768")
     parser.add_argument("--no-bridge", action="store_true", help="skip TransformerBridge")
     parser.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="toy size, print only (tests)")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -263,14 +267,14 @@ def main() -> None:
         "",
     ]
     summary: dict = {}
-    for name, spec in sizes(args.device).items():
+    for name, spec in sizes(args.device, args.smoke).items():
         if args.sizes and name not in args.sizes:
             continue
         bench_size(name, spec, device, args.amp, args.compile, not args.no_bridge, lines, summary)
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     lines.append(f"load average at end {end_load:.2f}")
     lines += goals(summary)
-    if args.no_record:
+    if args.no_record or args.smoke:
         print("\n".join(lines))
     else:
         record("Training throughput (benchmarks/train_throughput.py)", lines)

@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import inducthead as ih  # noqa: E402
+from inducthead.testing import tiny_gpt2  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
@@ -49,42 +50,7 @@ def demo_model() -> ih.HookedTransformer:
     return ih.load(ASSETS / "demo" / "model.safetensors")
 
 
-def word_tokenizer(path: Path, vocab: int):
-    """A WordLevel tokenizer over "<bos>", "<unk>", "w0", "w1", ... saved to `path` and reloaded
-    (an in-memory PreTrainedTokenizerFast fails inside TransformerLens; DESIGN.md)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    words = ["<bos>", "<unk>"] + [f"w{i}" for i in range(vocab - 2)]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<bos>", unk_token="<unk>"
-    )
-    fast.save_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
-
-
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 made with `transformers`, saved with its tokenizer to a temp directory."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    path = tmp_path_factory.mktemp("tiny-gpt2")
-    word_tokenizer(path, 64)
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        vocab_size=64,
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    model = GPT2LMHeadModel(cfg)
-    with torch.no_grad():  # GPT-2's init leaves attention nearly uniform: give it structure
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    model.save_pretrained(path)
-    return path
+    return tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))

@@ -62,6 +62,7 @@ def test_train_resume_and_refusals(tmp_path, capsys):
     assert code == 0 and json.loads((tmp_path / "run" / "run.json").read_text())["seed"] == 3
 
 
+@pytest.mark.slow
 def test_demo_prints_the_head_table(tmp_path, capsys):
     code, out, _ = run_cli(
         ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
@@ -87,6 +88,7 @@ def test_debug_shows_the_traceback():
         main(["--debug", "train", "--config", "nope", "--out", "x"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     out_dir = tmp_path / "run"
     cmd = [

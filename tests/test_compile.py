@@ -4,6 +4,7 @@ The tests use the "aot_eager" backend: hooks are a TorchDynamo concern (tracing 
 every backend shares, and it compiles in seconds where inductor takes half a minute on 2 cores.
 """
 
+import pytest
 import torch
 from test_train import TASK, recipe, small_model
 
@@ -11,6 +12,8 @@ import inducthead as ih
 from inducthead.training.speed import compiled_forward
 
 BACKEND = "aot_eager"
+
+pytestmark = pytest.mark.slow  # each test compiles: 3-6 s apiece on 2 cores
 
 
 def test_hooks_added_or_removed_after_compilation_take_effect():

@@ -29,6 +29,7 @@ def rows(path):
     return out
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_loss_curve(tmp_path):
     out = tmp_path / "ddp"
     common = ["--config", "demo", "--out", str(out), "--device", "cpu", "--no-progress"]

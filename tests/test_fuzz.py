@@ -164,6 +164,7 @@ def _task_for(cfg: HookedTransformerConfig):
     return MarkovICL(n_states=max(vocab, 2), seq_len=cfg.n_ctx)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     cfg=valid_configs(),

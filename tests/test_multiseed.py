@@ -35,6 +35,7 @@ def _close(a, b, tol=1e-5):
         assert a == b
 
 
+@pytest.mark.slow
 def test_train_many_equals_separate_train_calls(tmp_path):
     # grad clipping bites here (per-model norms), with warmup, cosine decay and weight decay
     cfg = recipe(steps=30, grad_clip=0.5, lr=1e-2)

@@ -333,6 +333,7 @@ def metric_rows(run_dir: Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------- 1. kill -9
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_loses_or_corrupts_a_checkpoint(worker, tmp_path):
     """24 trainers are SIGKILLed at random moments, half of them with slowed checkpoint writes
     and a third of those exactly while a write is under way. After every kill, each file under a
@@ -386,6 +387,7 @@ def test_kill_9_at_random_moments_never_loses_or_corrupts_a_checkpoint(worker, t
 
 
 # ---------------------------------------------------------------------------------- 2. exact resume
+@pytest.mark.slow
 def test_200_steps_equal_100_steps_kill_9_and_resume_to_200(worker, tmp_path):
     """Bitwise on the CPU: weights, AdamW moments, RNG state and every metrics row (losses, head
     scores) of 200 straight steps equal those of a run SIGKILLed right after step 100."""
@@ -405,6 +407,7 @@ def test_200_steps_equal_100_steps_kill_9_and_resume_to_200(worker, tmp_path):
     assert rows == metric_rows(tmp_path / "straight")
 
 
+@pytest.mark.slow
 def test_resume_from_the_step_0_checkpoint_repeats_nothing(worker, tmp_path):
     """Killed right after the step-0 checkpoint: the resumed run's metrics have one row per
     evaluation (no duplicated step-0 row) and equal an uninterrupted run's."""
@@ -437,6 +440,7 @@ def _cli_args(out: Path, steps: int) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_exits_130(worker, tmp_path):
     """SIGINT arriving in the middle of a (slowed) checkpoint write: the write completes, that
     step is the final checkpoint, exit status 130 with one line naming it, and --resume goes on."""
@@ -457,6 +461,7 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_it_and_exits_130(worker, tmp_
     assert max(visible_checkpoints(out)) == steps[-1] + 2
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_interrupts_a_write_at_once_without_a_partial_file(worker, tmp_path):
     """Two SIGINTs inside one write: the second aborts the write; its temporary file is removed,
     every visible checkpoint verifies, and the exit is still 130 with one line."""
@@ -587,6 +592,7 @@ def _interrupt_at(step_count: int):
 
 
 # ---------------------------------------------------------------------------------- 7. locks
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_until_the_first_is_killed_then_takes_over(worker, tmp_path):
     out = tmp_path / "run"
     a = worker.ask("start", kind="train", dir=str(out), slow_write=0.1)["pid"]
@@ -607,6 +613,7 @@ def test_a_second_trainer_is_refused_until_the_first_is_killed_then_takes_over(w
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_contending_trainers_never_hold_the_lock_together(worker, tmp_path):
     """Four processes race for a run directory whose lock is stale (dead owner), four times:
     the lock is never held by two at once and the losers are refused with the owner's PID."""
@@ -638,6 +645,7 @@ def test_contending_trainers_never_hold_the_lock_together(worker, tmp_path):
 
 
 # ---------------------------------------------------------------------------------- 9. long inputs
+@pytest.mark.slow
 def test_detect_and_ablation_at_n_ctx_2048_on_the_cpu_within_24_gib(worker, tmp_path):
     """detect with probes of 2044 tokens (period 511 and a coprime one, 4 repeats), batched one
     sequence at a time, then ablation scans of every head in all three modes on two 2048-token

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import perturbed, tiny_config, word_tokenizer
+from conftest import perturbed, tiny_config
 
 import inducthead as ih
 from inducthead.analysis import (
@@ -20,6 +20,7 @@ from inducthead.tasks.probes import (
     probe_exclusions,
     repeated_probe,
 )
+from inducthead.testing import word_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,7 @@ def test_local_sweep_retries_failures_and_never_reruns_finished_cells(tmp_path, 
     assert csv_text.splitlines()[0].startswith("cell,preset,seed,status,attempts")
 
 
+@pytest.mark.slow
 def test_ray_sweep_on_a_local_two_cpu_cluster(tmp_path, capsys):
     out = tmp_path / "sweep"
     spec = tmp_path / "spec.yaml"

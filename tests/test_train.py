@@ -65,6 +65,7 @@ def interrupt_at(step_count):
     return [("hook_embed", hook)]
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_on_repeated_tokens():
     cfg = recipe(
         steps=200, batch_size=32, lr=2e-2, schedule="constant", warmup_steps=0, grad_clip=None
@@ -241,6 +242,7 @@ def test_task_model_mismatch_is_reported():
         )
 
 
+@pytest.mark.slow
 def test_training_is_bitwise_reproducible_with_several_threads():
     """Two identical runs give identical weights with 2 CPU threads: no backward op may
     accumulate in a thread-dependent order (W_E[tokens]'s did; the embedding lookup does not)."""
