@@ -96,8 +96,9 @@ def test_hostile_pickles_never_execute_on_any_code_path(tmp_path, capsys):
     assert torch.equal(ih.load(out).W_E, ih.load(run.checkpoint_path(1)).W_E)
     with pytest.raises(ckpt.CheckpointError):
         ih.load(out, step=2)
-    with pytest.warns(UserWarning, match="skipping damaged checkpoint"):
-        assert main([*args, "--steps", "3", "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--steps", "3", "--resume"]) == 0  # the CLI warns in one line
+    assert "inducthead: warning: skipping damaged checkpoint" in capsys.readouterr().err
     assert ih.Run(out).damaged == [] and ih.Run(out).checkpoints[-1] == 3
 
     # `inducthead detect` on the hostile file, and on a Hugging Face directory whose
