@@ -127,7 +127,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     assert os.path.exists(out_dir / "metrics.jsonl")
 
 
-@pytest.mark.slow  # trains twice / a subset search (~1.2 s)
+@pytest.mark.slow  # two demo trainings (~1.2 s)
 def test_demo_never_deletes_a_run_it_did_not_make(tmp_path, capsys, monkeypatch):
     """A longer seed-7 run of the demo preset sits where the demo writes by default."""
     monkeypatch.chdir(tmp_path)

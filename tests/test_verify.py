@@ -174,7 +174,7 @@ def test_control_sets_are_drawn_uniformly():
     assert max(per_head) - min(per_head) < 0.08  # every head about 3/9 of the sets
 
 
-@pytest.mark.slow  # trains twice / a subset search (~1.2 s)
+@pytest.mark.slow  # a joint-ablation subset search (~1.2 s)
 def test_redundant_induction_heads_are_confirmed_together():
     """Two copies of the induction head: either alone predicts the repeats, so ablating one
     costs little (check (a) fails alone) while ablating both destroys induction. Both are
