@@ -26,6 +26,12 @@ class VerifyThresholds:
       models: |share| <= 0.002 (demo L0H0, L0H1), 0.011 (hand-built positional shortcut). Untrained
       models do not beat the baseline, so the share is undefined (NaN, the check fails). Cut-off
       0.03: 3x the largest non-induction value, a quarter of the smallest induction value.
+      Jointly (heads that share the job): the four redundant layer-1 heads of a trained
+      LayerNorm/MLP/rotary 4x16 model open 0.003-0.022 each alone and 0.06-0.25 in their
+      smallest jointly-passing sets (1.67 all together); the hand-built copy pair 0.010 alone,
+      2.2 together; sets of heads that are not induction heads ablated together open <= 0.000
+      (layer-0 heads but the previous-token one; demo L0H1; shortcut + one copy: -0.002). The
+      same cut-off separates them: 2x below the smallest set, far above the non-induction sets.
     - specificity (b): untrained layer-1 heads score -4.4 to 1.8; the trajectory's heads 2.4-2.8
       at step 225 (still forming), 10-14 at step 250, 44-109 from step 300 on; hand-built: no
       control head has any effect (inf). Cut-off 5.
