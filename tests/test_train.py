@@ -325,9 +325,15 @@ def test_the_newest_checkpoint_damaged_is_said_and_recorded(tmp_path, demo_model
         model = ih.load(tmp_path / "run")
     older = run.checkpoints[-2]
     assert model.loaded_from == {"path": str(run.checkpoint_path(older)), "step": older}
-    result = ih.detect(model, period=10, repeats=3)
-    assert result.source["step"] == older and f"at step {older}" in repr(result)
-    assert json.loads(result.to_json())["source"]["step"] == older
+    data = ih.causal.default_data(model, n_samples=16)
+    for result in (
+        ih.detect(model, period=10, repeats=3),
+        ih.ablation_scan(model, data),
+        ih.patch_heads(model, data, heads=[(1, 0)]),
+        ih.verify(model, heads=[(1, 0)], data=data, period=10, repeats=3),
+    ):
+        assert result.source["step"] == older and f"at step {older}" in repr(result)
+        assert json.loads(result.to_json())["source"]["step"] == older
 
 
 def test_resume_refuses_a_corpus_whose_files_changed(tmp_path):

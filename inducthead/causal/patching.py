@@ -25,7 +25,7 @@ from torch import Tensor
 from inducthead.analysis.adapters import ModelAdapter
 from inducthead.analysis.attention import induction_attention
 from inducthead.analysis.heads import Head, check_heads, head_label
-from inducthead.analysis.results import Result, nan_if_none
+from inducthead.analysis.results import Result, nan_if_none, source_label
 from inducthead.causal.ablation import Ablation
 from inducthead.causal.data import Data, as_batch, describe
 from inducthead.causal.metrics import evaluate, resolve_metrics
@@ -90,6 +90,7 @@ class PatchResult(Result):
     corrupted: dict[str, float]
     patched: dict[str, float]
     attention: dict[str, float] = field(default_factory=dict)
+    source: dict | None = None  # the checkpoint analysed: {"path", "step"}, when loaded from one
 
     @property
     def recovered(self) -> dict[str, float]:
@@ -127,12 +128,14 @@ class PatchResult(Result):
             "corrupted": self.corrupted,
             "patched": self.patched,
             "attention": self.attention,
+            "source": self.source,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> PatchResult:
         floats = {k: {m: nan_if_none(v) for m, v in d.get(k, {}).items()} for k in _RUNS}
-        return cls(d["description"], *(floats[k] for k in _RUNS[:3]), floats["attention"])
+        runs = (floats[k] for k in _RUNS[:3])
+        return cls(d["description"], *runs, floats["attention"], d.get("source"))
 
     def plot(self, **kwargs):
         """Clean, corrupted and patched values side by side, one panel per metric."""
@@ -161,7 +164,9 @@ class PatchResult(Result):
                 f"receiver induction attention {a['clean']:.3f} / {a['corrupted']:.3f} / "
                 f"{a['patched']:.3f}"
             )
-        return f"PatchResult({self.description}: " + "; ".join(parts) + ")"
+        return (
+            f"PatchResult({self.description}{source_label(self.source)}: " + "; ".join(parts) + ")"
+        )
 
 
 _RUNS = ("clean", "corrupted", "patched", "attention")
@@ -221,6 +226,7 @@ def patch_heads(
         evaluate(metrics, clean_logits, batch),
         evaluate(metrics, x_logits, batch),
         evaluate(metrics, patched, batch),
+        source=adapter.source,
     )
 
 
@@ -337,4 +343,5 @@ def patch_path(
             "corrupted": attention(x_cache),
             "patched": attention(p_cache),
         },
+        source=adapter.source,
     )
