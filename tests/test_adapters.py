@@ -15,7 +15,7 @@ class LegacyHookedTransformer(torch.nn.Module):
     def __init__(self, inner: ih.HookedTransformer):
         super().__init__()
         self.inner = inner
-        self.cfg = types.SimpleNamespace(**inner.cfg.to_dict(), default_prepend_bos=True)
+        self.cfg = types.SimpleNamespace(**{**inner.cfg.to_dict(), "default_prepend_bos": True})
         self.tokenizer = types.SimpleNamespace(bos_token_id=0)
         self.hook_dict = inner.hook_dict
 

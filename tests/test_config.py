@@ -162,7 +162,6 @@ def test_tl3_settings_that_change_the_function_are_refused_by_name():
     }
     assert HookedTransformerConfig.from_dict({**base, **defaults}).n_heads == 2
     for key, value in [
-        ("attention_dir", "bidirectional"),
         ("parallel_attn_mlp", True),
         ("scale_attn_by_inverse_layer_idx", True),
         ("attn_scores_soft_cap", 50.0),

@@ -26,13 +26,15 @@ def test_sdpa_fast_path_equals_explicit_softmax(pos, norm):
     )
     model = perturbed(ih.HookedTransformer(cfg))
     toks = tokens_for(cfg)
-    fast = model(toks)  # no pattern hook: scaled_dot_product_attention
-    slow, cache = model.run_with_cache(toks)  # pattern cached: explicit softmax path
+    with model.fast_attention():
+        fast = model(toks)  # no pattern hook: scaled_dot_product_attention
+        slow, cache = model.run_with_cache(toks)  # pattern cached: explicit softmax path
     assert "blocks.1.attn.hook_pattern" in cache
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)  # float32 kernels differ
     model.double()  # in float64 the two paths agree to rounding: they compute the same function
-    fast64 = model(toks)
-    slow64, _ = model.run_with_cache(toks)
+    with model.fast_attention():
+        fast64 = model(toks)
+        slow64, _ = model.run_with_cache(toks)
     torch.testing.assert_close(fast64, slow64, atol=1e-10, rtol=1e-10)
 
 
@@ -44,10 +46,32 @@ def test_fast_path_is_taken_only_without_pattern_hooks(monkeypatch):
         F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
     toks = tokens_for(model.cfg)
-    model(toks)
-    assert len(calls) == 2
-    model.run_with_cache(toks, names_filter="blocks.0.attn.hook_pattern")
-    assert len(calls) == 3  # layer 0 explicit, layer 1 still fast
+    with model.fast_attention():
+        model(toks)
+        assert len(calls) == 2
+        model.run_with_cache(toks, names_filter="blocks.0.attn.hook_pattern")
+        assert len(calls) == 3  # layer 0 explicit, layer 1 still fast
+    model(toks)  # outside fast_attention: never
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("pos", POSITIONS)
+def test_the_output_does_not_depend_on_the_hooks_attached(pos):
+    """What TL users compare all the time: a forward with and without hooks, in either mode."""
+    cfg = tiny_config(
+        positional_embedding_type=pos, relative_window=7 if pos == "relative" else None
+    )
+    model = perturbed(ih.HookedTransformer(cfg))
+    toks = tokens_for(cfg)
+    for mode in (model.train, model.eval):
+        mode()
+        plain = model(toks)
+        cached, cache = model.run_with_cache(toks)
+        assert torch.equal(plain, cached) and "blocks.0.attn.hook_pattern" in cache
+        hooked = model.run_with_hooks(
+            toks, fwd_hooks=[("blocks.1.attn.hook_pattern", lambda x, hook: x)]
+        )
+        assert torch.equal(plain, hooked)
 
 
 def test_shortformer_keeps_positions_out_of_the_residual_stream():

@@ -98,6 +98,7 @@ def _copying_model(ov_sign: float = 1.0, rotate: bool = False):
         attn_only=True,
         normalization_type=None,
         use_bias=False,
+        seed=0,  # W_Q, W_K random but fixed: the attention, and so the scores, do not drift
     )
     model = ih.HookedTransformer(cfg)
     with torch.no_grad():

@@ -25,6 +25,12 @@ def optional_bias(use_bias: bool, *shape: int) -> nn.Parameter | None:
     return nn.Parameter(torch.zeros(*shape)) if use_bias else None
 
 
+def offset_positions(attention_mask: Tensor) -> Tensor:
+    """Position ids counted from each row's first real token (padding before it: 0), TL 3's
+    convention for left-padded input."""
+    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+
+
 def rotary_sin_cos(cfg: HookedTransformerConfig) -> tuple[Tensor, Tensor]:
     """TL's rotary sin/cos tables `[n_ctx, rotary_dim]`: pairs (i, i + d/2), or (2i, 2i + 1)
     if adjacent."""
@@ -52,14 +58,20 @@ def alibi_slopes(n_heads: int) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention, one einsum per projection (no per-head loops).
+    """Multi-head self-attention (causal, or bidirectional with `attention_dir`), one einsum per
+    projection (no per-head loops); grouped-query attention in `GroupedQueryAttention`.
 
-    Fast path: when nothing hooks `hook_attn_scores` or `hook_pattern`, the pattern is never
-    materialised and `F.scaled_dot_product_attention` runs (flash / memory-efficient kernels on
-    CUDA). Otherwise scores and pattern are computed explicitly so hooks can read and edit them.
-    Both paths compute the same function (tested to 1e-5).
+    Two paths compute the same function. Inside `HookedTransformer.fast_attention()` (what
+    `inducthead.train` runs under), when nothing hooks `hook_attn_scores` or `hook_pattern`, the
+    pattern is never materialised and `F.scaled_dot_product_attention` runs (flash /
+    memory-efficient kernels on CUDA). Everywhere else scores and pattern are computed
+    explicitly, so outputs never depend on which hooks are attached (`model(x)` equals
+    `model.run_with_cache(x)[0]` exactly). The two paths agree to float rounding (tested to
+    1e-5).
     """
 
+    # The fast path is allowed (HookedTransformer.fast_attention sets it).
+    sdpa = False
     # train_many runs the model under torch.func.vmap: it sets this so the fast path folds the
     # vmapped models into one attention call (`inducthead.model.kernels`).
     fold_vmap = False
@@ -68,14 +80,12 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         h, m, d = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.n_kv_heads = cfg.n_key_value_heads or h
         self.W_Q = nn.Parameter(torch.empty(h, m, d))
-        self.W_K = nn.Parameter(torch.empty(h, m, d))
-        self.W_V = nn.Parameter(torch.empty(h, m, d))
         self.W_O = nn.Parameter(torch.empty(h, d, m))
         self.b_Q = optional_bias(cfg.use_bias, h, d)
-        self.b_K = optional_bias(cfg.use_bias, h, d)
-        self.b_V = optional_bias(cfg.use_bias, h, d)
         self.b_O = optional_bias(cfg.use_bias, m)
+        self._init_key_value(cfg)
         kind = cfg.positional_embedding_type
         if kind == "relative":
             # b_rel[h, o]: learned score bias for a key o = i - j positions back (o < window).
@@ -94,8 +104,18 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
-        if cfg.use_attn_result:
-            self.hook_result = HookPoint()
+        self.hook_result = HookPoint()  # runs when cfg.use_attn_result: [batch, pos, head, d_model]
+
+    def _init_key_value(self, cfg: HookedTransformerConfig) -> None:
+        h, m, d = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_K = nn.Parameter(torch.empty(h, m, d))
+        self.W_V = nn.Parameter(torch.empty(h, m, d))
+        self.b_K = optional_bias(cfg.use_bias, h, d)
+        self.b_V = optional_bias(cfg.use_bias, h, d)
+
+    def key_value_weights(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """W_K, b_K, W_V, b_V with one entry per key/value head (as stored)."""
+        return self.W_K, self.b_K, self.W_V, self.b_V
 
     # --- positions -------------------------------------------------------------------------
     def position_bias(self, q_len: int, k_len: int, device: torch.device) -> Tensor | None:
@@ -113,8 +133,9 @@ class Attention(nn.Module):
         bias = F.embedding(offset.clamp(0, window - 1), self.b_rel.T).permute(2, 0, 1)
         return bias.masked_fill(offset >= window, float("-inf"))
 
-    def rotate(self, x: Tensor) -> Tensor:
-        """Rotary embedding on the first `rotary_dim` features of `[batch, pos, head, d_head]`."""
+    def rotate(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Rotary embedding on the first `rotary_dim` features of `[batch, pos, head, d_head]`,
+        at positions 0.. (or `positions` `[batch, pos]`, e.g. counted past left padding)."""
         pos, dim = x.shape[1], self.cfg.rotary_dim
         x_rot, x_pass = x[..., :dim], x[..., dim:]
         if self.cfg.rotary_adjacent_pairs:
@@ -122,8 +143,12 @@ class Attention(nn.Module):
         else:
             half = dim // 2
             flipped = torch.cat((-x_rot[..., half:], x_rot[..., :half]), dim=-1)
-        sin = self.rotary_sin[:pos, None, :].to(x.dtype)
-        cos = self.rotary_cos[:pos, None, :].to(x.dtype)
+        if positions is None:
+            sin, cos = self.rotary_sin[:pos, None, :], self.rotary_cos[:pos, None, :]
+        else:
+            tables = (self.rotary_sin, self.rotary_cos)
+            sin, cos = (table[positions][:, :, None] for table in tables)
+        sin, cos = sin.to(x.dtype), cos.to(x.dtype)
         return torch.cat((x_rot * cos + flipped * sin, x_pass), dim=-1)
 
     # --- forward ---------------------------------------------------------------------------
@@ -141,34 +166,46 @@ class Attention(nn.Module):
             for hp in (self.hook_attn_scores, self.hook_pattern)
         )
 
-    def forward(self, query_input: Tensor, key_input: Tensor, value_input: Tensor) -> Tensor:
+    def forward(
+        self,
+        query_input: Tensor,
+        key_input: Tensor,
+        value_input: Tensor,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        """`attention_mask` `[batch, pos]`: 1 for tokens, 0 for padding (never attended to; a
+        query with nothing to attend to gets a zero pattern row, as in TL 3)."""
+        W_K, b_K, W_V, b_V = self.key_value_weights()
+        if key_input.ndim == 4 and key_input.shape[2] != W_K.shape[0]:  # ungrouped split input
+            W_K, b_K, W_V, b_V = self.W_K, self.b_K, self.W_V, self.b_V
         q = self.hook_q(self._project(query_input, self.W_Q, self.b_Q))
-        k = self.hook_k(self._project(key_input, self.W_K, self.b_K))
-        v = self.hook_v(self._project(value_input, self.W_V, self.b_V))
+        k = self._project(key_input, W_K, b_K)
+        v = self._project(value_input, W_V, b_V)
+        if self.n_kv_heads != self.cfg.n_heads and self.cfg.ungroup_grouped_query_attention:
+            k, v = self._grouped(k), self._grouped(v)
+        k, v = self.hook_k(k), self.hook_v(v)
+        k, v = self._grouped(k), self._grouped(v)  # one key/value per query head
         if self.cfg.positional_embedding_type == "rotary":
-            q = self.hook_rot_q(self.rotate(q))
-            k = self.hook_rot_k(self.rotate(k))
+            positions = None if attention_mask is None else offset_positions(attention_mask)
+            q = self.hook_rot_q(self.rotate(q, positions))
+            k = self.hook_rot_k(self.rotate(k, positions))
         n_pos = q.shape[1]
         bias = self.position_bias(n_pos, n_pos, q.device)
-        if self.pattern_needed():
+        allowed = self._allowed(n_pos, q.device, attention_mask)  # None: plain causal
+        if self.sdpa and not self.pattern_needed():
+            z = self._sdpa(q, k, v, bias, allowed)
+        else:
             scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / self.cfg.attn_scale
             if bias is not None:
                 scores = scores + bias
-            causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).triu(1)
-            scores = self.hook_attn_scores(scores.masked_fill(causal, float("-inf")))
-            pattern = self.hook_pattern(F.softmax(scores, dim=-1))
+            if allowed is None:
+                allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).tril()
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            pattern = F.softmax(scores, dim=-1)
+            if attention_mask is not None:  # rows with nothing to attend to: zeros, not NaN
+                pattern = torch.where(torch.isnan(pattern), 0.0, pattern)
+            pattern = self.hook_pattern(pattern)
             z = torch.einsum("bhqk,bkhd->bqhd", pattern, v)
-        else:
-            q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
-            scale = 1.0 / self.cfg.attn_scale
-            sdpa = folded_sdpa if self.fold_vmap else F.scaled_dot_product_attention
-            if bias is None:
-                z = sdpa(q_, k_, v_, is_causal=True, scale=scale)
-            else:
-                causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=q.device).triu(1)
-                mask = bias.masked_fill(causal, float("-inf")).to(q.dtype)
-                z = sdpa(q_, k_, v_, attn_mask=mask, scale=scale)
-            z = z.transpose(1, 2)
         z = self.hook_z(z)
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
@@ -178,3 +215,71 @@ class Attention(nn.Module):
                 self.W_O, "h d m -> (h d) m"
             )
         return out if self.b_O is None else out + self.b_O
+
+    def _grouped(self, x: Tensor) -> Tensor:
+        """Key/value heads `[b, p, n_kv, d]` repeated for the query heads they serve."""
+        if x.shape[2] == self.cfg.n_heads:
+            return x
+        return x.repeat_interleave(self.cfg.n_heads // x.shape[2], dim=2)
+
+    def _allowed(self, n: int, device, attention_mask: Tensor | None) -> Tensor | None:
+        """Which keys each query may attend to, `[batch, 1, q, k]` or `[q, k]`; None for the
+        plain causal case (SDPA's `is_causal`)."""
+        causal = self.cfg.attention_dir == "causal"
+        if attention_mask is None:
+            return None if causal else torch.ones(n, n, dtype=torch.bool, device=device)
+        keys = attention_mask.bool()[:, None, None, :]
+        if causal:
+            keys = keys & torch.ones(n, n, dtype=torch.bool, device=device).tril()
+        return keys
+
+    def _sdpa(self, q, k, v, bias, allowed) -> Tensor:
+        q_, k_, v_ = (t.transpose(1, 2) for t in (q, k, v))
+        scale = 1.0 / self.cfg.attn_scale
+        sdpa = folded_sdpa if self.fold_vmap else F.scaled_dot_product_attention
+        if bias is None and allowed is None:
+            z = sdpa(q_, k_, v_, is_causal=True, scale=scale)
+        else:
+            if allowed is None:
+                n = q.shape[1]
+                allowed = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            mask = torch.zeros((), device=q.device) if bias is None else bias
+            mask = mask.masked_fill(~allowed, float("-inf")).to(q.dtype)
+            z = sdpa(q_, k_, v_, attn_mask=mask, scale=scale)
+            z = torch.where(torch.isnan(z), 0.0, z)  # rows with nothing to attend to
+        return z.transpose(1, 2)
+
+
+class GroupedQueryAttention(Attention):
+    """Grouped-query attention (`n_key_value_heads`): each of the key/value heads serves
+    n_heads / n_key_value_heads query heads. Parameters are TL 3's (`_W_K`, `_W_V`, `_b_K`,
+    `_b_V`, one per key/value head); `W_K`, `W_V`, `b_K`, `b_V` are the per-query-head views."""
+
+    def _init_key_value(self, cfg: HookedTransformerConfig) -> None:
+        kv, m, d = cfg.n_key_value_heads, cfg.d_model, cfg.d_head
+        self._W_K = nn.Parameter(torch.empty(kv, m, d))
+        self._W_V = nn.Parameter(torch.empty(kv, m, d))
+        self._b_K = optional_bias(cfg.use_bias, kv, d)
+        self._b_V = optional_bias(cfg.use_bias, kv, d)
+
+    def key_value_weights(self):
+        return self._W_K, self._b_K, self._W_V, self._b_V
+
+    def _per_query_head(self, x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.repeat_interleave(self.cfg.n_heads // x.shape[0], dim=0)
+
+    @property
+    def W_K(self) -> Tensor:
+        return self._per_query_head(self._W_K)
+
+    @property
+    def W_V(self) -> Tensor:
+        return self._per_query_head(self._W_V)
+
+    @property
+    def b_K(self) -> Tensor | None:
+        return self._per_query_head(self._b_K)
+
+    @property
+    def b_V(self) -> Tensor | None:
+        return self._per_query_head(self._b_V)

@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens.hook_points import HookPoint
 
-from inducthead.model.attention import Attention, optional_bias
+from inducthead.model.attention import (
+    Attention,
+    GroupedQueryAttention,
+    offset_positions,
+    optional_bias,
+)
 from inducthead.model.config import HookedTransformerConfig
 
 
@@ -33,9 +38,15 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
 
-    def forward(self, tokens: Tensor) -> Tensor:
+    def forward(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """`[batch, pos, d_model]`. With a padding `attention_mask` (1 = token, 0 = padding), the
+        first real token of each row gets position 0 and padding gets zeros (TL 3's convention,
+        so left-padded prompts embed like unpadded ones)."""
         batch, pos = tokens.shape
-        return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
+        if attention_mask is None:
+            return self.W_pos[:pos].unsqueeze(0).expand(batch, pos, -1)
+        embedded = self.W_pos[offset_positions(attention_mask)]
+        return embedded.masked_fill(~attention_mask.bool()[..., None], 0.0)
 
 
 class Unembed(nn.Module):
@@ -43,14 +54,17 @@ class Unembed(nn.Module):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab_out))
         self.b_U = optional_bias(cfg.use_bias, cfg.d_vocab_out)
+        self.hook_in = HookPoint()  # [batch, pos, d_model]
+        self.hook_out = HookPoint()  # [batch, pos, d_vocab_out]
 
     def forward(self, resid: Tensor) -> Tensor:
-        logits = resid @ self.W_U
-        return logits if self.b_U is None else logits + self.b_U
+        logits = self.hook_in(resid) @ self.W_U
+        return self.hook_out(logits if self.b_U is None else logits + self.b_U)
 
 
 class Norm(nn.Module):
-    """LN, LNPre (no weights), RMS, RMSPre, with TL's `hook_scale` and `hook_normalized`."""
+    """LN, LNPre (no weights), RMS, RMSPre, with TL's `hook_scale` and `hook_normalized`: as in
+    TransformerLens 3, `hook_normalized` is x / scale, before the weight and bias."""
 
     def __init__(self, cfg: HookedTransformerConfig, length: int | None = None):
         super().__init__()
@@ -67,12 +81,12 @@ class Norm(nn.Module):
         if self.center:
             x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        x = x / scale
+        x = self.hook_normalized(x / scale)
         if self.w is not None:
             x = x * self.w
         if self.b is not None:
             x = x + self.b
-        return self.hook_normalized(x)
+        return x
 
 
 def make_norm(cfg: HookedTransformerConfig) -> nn.Module:
@@ -106,45 +120,64 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm residual block with TL's hooks (`hook_resid_pre`, `hook_attn_out`, ...)."""
+    """Pre-norm residual block with TL's hooks (`hook_resid_pre`, `hook_attn_out`, ...). The
+    optional hook points exist always and run when their config flag is on (`use_attn_in`,
+    `use_split_qkv_input`, `use_hook_mlp_in`), so `model.set_use_*` switches them at once."""
 
     def __init__(self, cfg: HookedTransformerConfig):
         super().__init__()
         self.cfg = cfg
         self.ln1 = make_norm(cfg)
-        self.attn = Attention(cfg)
+        self.attn = (GroupedQueryAttention if cfg.n_key_value_heads else Attention)(cfg)
         self.hook_resid_pre = HookPoint()
+        self.hook_attn_in = HookPoint()  # [batch, pos, head, d_model]
+        self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
+        self.hook_k_input = HookPoint()  # [batch, pos, key/value head, d_model]
+        self.hook_v_input = HookPoint()
         self.hook_attn_out = HookPoint()
         self.hook_resid_post = HookPoint()
-        if cfg.use_split_qkv_input:
-            self.hook_q_input = HookPoint()  # [batch, pos, head, d_model]
-            self.hook_k_input = HookPoint()
-            self.hook_v_input = HookPoint()
         if not cfg.attn_only:
             self.ln2 = make_norm(cfg)
             self.mlp = MLP(cfg)
             self.hook_resid_mid = HookPoint()
+            self.hook_mlp_in = HookPoint()
             self.hook_mlp_out = HookPoint()
 
-    def forward(self, resid_pre: Tensor, shortformer_pos_embed: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        resid_pre: Tensor,
+        shortformer_pos_embed: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        cfg = self.cfg
         resid_pre = self.hook_resid_pre(resid_pre)
-        if self.cfg.use_split_qkv_input:
-            per_head = einops.repeat(resid_pre, "b p m -> b p h m", h=self.cfg.n_heads)
-            q_in = self.hook_q_input(per_head.clone())
-            k_in = self.hook_k_input(per_head.clone())
-            v_in = self.hook_v_input(per_head.clone())
-            q_in, k_in, v_in = self.ln1(q_in), self.ln1(k_in), self.ln1(v_in)
-            if shortformer_pos_embed is not None:
-                shortformer_pos_embed = shortformer_pos_embed.unsqueeze(2)
+        per_head = cfg.use_attn_in or cfg.use_split_qkv_input
+        if per_head and shortformer_pos_embed is not None:
+            shortformer_pos_embed = shortformer_pos_embed.unsqueeze(2)
+        if cfg.use_split_qkv_input:
+            kv_heads = self.attn.n_kv_heads if not cfg.ungroup_grouped_query_attention else None
+            q_in = self.hook_q_input(_per_head(resid_pre, cfg.n_heads))
+            k_in = self.hook_k_input(_per_head(resid_pre, kv_heads or cfg.n_heads))
+            v_in = self.hook_v_input(_per_head(resid_pre, kv_heads or cfg.n_heads))
+        elif cfg.use_attn_in:
+            q_in = k_in = v_in = self.hook_attn_in(_per_head(resid_pre, cfg.n_heads))
         else:
-            q_in = k_in = v_in = self.ln1(resid_pre)
+            q_in = k_in = v_in = resid_pre
+        q_in, k_in, v_in = (self.ln1(x) for x in (q_in, k_in, v_in))
         if shortformer_pos_embed is not None:
             # Shortformer: positions enter queries and keys only, never values or the residual.
             q_in = q_in + shortformer_pos_embed
             k_in = k_in + shortformer_pos_embed
-        attn_out = self.hook_attn_out(self.attn(q_in, k_in, v_in))
-        if self.cfg.attn_only:
+        attn_out = self.hook_attn_out(self.attn(q_in, k_in, v_in, attention_mask))
+        if cfg.attn_only:
             return self.hook_resid_post(resid_pre + attn_out)
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
+        mlp_in = self.hook_mlp_in(resid_mid.clone()) if cfg.use_hook_mlp_in else resid_mid
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(mlp_in)))
         return self.hook_resid_post(resid_mid + mlp_out)
+
+
+def _per_head(resid: Tensor, n_heads: int) -> Tensor:
+    """`[batch, pos, d_model]` -> `[batch, pos, n_heads, d_model]` (a copy per head, so hooks on
+    one head's input can edit it alone)."""
+    return einops.repeat(resid, "b p m -> b p h m", h=n_heads).clone()

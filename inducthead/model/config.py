@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from inducthead.model.tl3_keys import TL3_KEYS, check_tl3_keys
+import torch
+
+from inducthead.model.tl3_keys import TL3_KEYS, tl3_normalised
 
 # Fields derived from others unless given -> the value that means "not given".
 _DERIVED: dict[str, Any] = {
@@ -34,6 +36,7 @@ _DERIVED: dict[str, Any] = {
 POSITIONAL_EMBEDDING_TYPES = ("standard", "shortformer", "rotary", "relative", "alibi", "none")
 NORMALIZATION_TYPES = (None, "LN", "LNPre", "RMS", "RMSPre")
 ACT_FNS = ("relu", "gelu", "gelu_new", "silu")
+ATTENTION_DIRS = ("causal", "bidirectional")
 
 
 @dataclass
@@ -45,7 +48,11 @@ class HookedTransformerConfig:
     normalization_type (None | "LN" | "LNPre" | "RMS" | "RMSPre"), positional_embedding_type,
     eps, use_attn_scale, attn_scale (-1: sqrt(d_head)), use_attn_result, use_split_qkv_input,
     rotary_dim, rotary_base, rotary_adjacent_pairs, seed, initializer_range (-1: 0.8/sqrt(d_model),
-    TL's GPT-2 default), init_weights, model_name.
+    TL's GPT-2 default), init_weights, model_name, n_key_value_heads (grouped-query attention:
+    this many key/value heads, each shared by n_heads / n_key_value_heads query heads),
+    ungroup_grouped_query_attention (hook_k/hook_v with n_heads heads), attention_dir ("causal" |
+    "bidirectional"), use_hook_tokens / use_attn_in / use_hook_mlp_in (the optional hook points),
+    default_prepend_bos (text input, with a tokenizer).
 
     Positional types: "standard" (learned, added to the residual stream); "shortformer" (learned,
     added to the query and key inputs of every layer but never to the residual stream: Olsson et
@@ -84,6 +91,13 @@ class HookedTransformerConfig:
     initializer_range: float = -1.0
     init_weights: bool = True
     model_name: str = "custom"
+    n_key_value_heads: int | None = None
+    ungroup_grouped_query_attention: bool = False
+    attention_dir: str = "causal"
+    use_hook_tokens: bool = False
+    use_attn_in: bool = False
+    use_hook_mlp_in: bool = False
+    default_prepend_bos: bool = True
     # --- extras (not in TransformerLens) ---
     bos_token_id: int | None = None
     relative_window: int | None = None
@@ -96,10 +110,10 @@ class HookedTransformerConfig:
         self._derived = frozenset(n for n, unset in _DERIVED.items() if getattr(self, n) == unset)
         self._validate_and_resolve()
         # Runtime attributes TransformerLens tools read from `model.cfg` (TL 3 has them as fields);
-        # not part of the architecture, so not in to_dict() or hash(). The model keeps `device`
-        # current when it moves.
+        # not part of the architecture, so not in to_dict() or hash(). The model keeps them
+        # current when it moves or changes dtype.
         self.device: str | None = None
-        self.n_key_value_heads: int | None = None
+        self.dtype = torch.float32
 
     # ------------------------------------------------------------------ validation
     def _validate_and_resolve(self) -> None:
@@ -142,6 +156,7 @@ class HookedTransformerConfig:
                 self.act_fn = "gelu"
             _check_choice("act_fn", self.act_fn, ACT_FNS)
 
+        self._validate_tl_options()
         _check_choice("normalization_type", self.normalization_type, NORMALIZATION_TYPES)
         _check_choice(
             "positional_embedding_type", self.positional_embedding_type, POSITIONAL_EMBEDDING_TYPES
@@ -205,12 +220,39 @@ class HookedTransformerConfig:
             "rotary_adjacent_pairs",
             "init_weights",
             "use_bias",
+            "ungroup_grouped_query_attention",
+            "use_hook_tokens",
+            "use_attn_in",
+            "use_hook_mlp_in",
+            "default_prepend_bos",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"HookedTransformerConfig.{name} must be True or False, got "
                     f"{getattr(self, name)!r}."
                 )
+
+    def _validate_tl_options(self) -> None:
+        """TransformerLens 3's attention and hook options."""
+        kv = self.n_key_value_heads
+        if kv is not None:
+            _check_positive_int("n_key_value_heads", kv)
+            if self.n_heads % kv:
+                raise ValueError(
+                    f"HookedTransformerConfig.n_key_value_heads={kv} must divide n_heads="
+                    f"{self.n_heads} (each key/value head serves n_heads / n_key_value_heads "
+                    "query heads)."
+                )
+            if self.use_attn_in:
+                raise ValueError(
+                    "HookedTransformerConfig.use_attn_in does not work with grouped-query "
+                    "attention (n_key_value_heads); use use_split_qkv_input instead (as in TL)."
+                )
+        _check_choice("attention_dir", self.attention_dir, ATTENTION_DIRS)
+        if self.use_hook_mlp_in and self.attn_only:
+            raise ValueError(
+                "HookedTransformerConfig.use_hook_mlp_in needs an MLP; this model is attn_only."
+            )
 
     def _positions_need(self, name: str, kind: str) -> bool:
         """Whether positions are `kind`; ValueError if field `name` is set for another kind."""
@@ -240,7 +282,7 @@ class HookedTransformerConfig:
                 f"HookedTransformerConfig.from_dict expects a dict, got {type(d).__name__}."
             )
         known = {f.name for f in dataclasses.fields(cls)}
-        check_tl3_keys(d)
+        d = tl3_normalised(d)
         unknown = sorted(k for k in d if k not in known and k not in TL3_KEYS)
         if unknown:
             raise ValueError(

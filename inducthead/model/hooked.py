@@ -7,12 +7,14 @@ utilities and ARENA-style code work unchanged, and TL 3 state dicts load into it
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from transformer_lens import FactoredMatrix, HookedRootModule
+from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
@@ -39,6 +41,7 @@ class HookedTransformer(HookedRootModule):
         self.tokenizer = None
         # Token-range checks cost a device sync; the trainer turns them off for batches it built.
         self.check_inputs = True
+        self.hook_tokens = HookPoint()  # [batch, pos]; runs when cfg.use_hook_tokens
         self.embed = Embed(cfg)
         self.hook_embed = HookPoint()
         if cfg.positional_embedding_type in ("standard", "shortformer"):
@@ -53,10 +56,27 @@ class HookedTransformer(HookedRootModule):
         self.setup()  # names the HookPoints (HookedRootModule)
 
     def _apply(self, fn, *args, **kwargs):
-        """Keep `cfg.device` (read by TransformerLens tools) current through .to()/.cuda()/..."""
+        """Keep `cfg.device` and `cfg.dtype` (read by TransformerLens tools) current through
+        .to() / .cuda() / .half() / ..."""
         out = super()._apply(fn, *args, **kwargs)
         self.cfg.device = str(self.embed.W_E.device)
+        self.cfg.dtype = self.embed.W_E.dtype
         return out
+
+    @contextlib.contextmanager
+    def fast_attention(self, enabled: bool = True) -> Iterator[HookedTransformer]:
+        """Within the block, attention may take `scaled_dot_product_attention` when no hook reads
+        or edits the pattern (training speed); outside it, the explicit path always runs, so an
+        output never depends on the hooks attached. `inducthead.train` trains under it."""
+        blocks = [block.attn for block in self.blocks]
+        before = [attn.sdpa for attn in blocks]
+        for attn in blocks:
+            attn.sdpa = enabled
+        try:
+            yield self
+        finally:
+            for attn, was in zip(blocks, before, strict=True):
+                attn.sdpa = was
 
     # ------------------------------------------------------------------ init
     def init_weights(self) -> None:
@@ -126,42 +146,109 @@ class HookedTransformer(HookedRootModule):
 
     def forward(
         self,
-        tokens: Tensor,
+        input,
         return_type: ReturnType = "logits",
         loss_per_token: bool = False,
+        prepend_bos: bool | None = None,
+        padding_side: str | None = None,
+        start_at_layer: int | None = None,
+        tokens: Tensor | None = None,
+        shortformer_pos_embed: Tensor | None = None,
+        attention_mask: Tensor | None = None,
         stop_at_layer: int | None = None,
     ) -> Tensor | tuple[Tensor, Tensor] | None:
-        """Run the model on token ids `[batch, pos]` (TL's signature, tokens only).
+        """TransformerLens 3's forward pass.
 
-        return_type: "logits" `[batch, pos, d_vocab_out]`; "loss": next-token cross-entropy on
-        `tokens` (mean, or `[batch, pos - 1]` if loss_per_token); "both"; None. With
-        `stop_at_layer=l` the residual stream entering block l is returned.
+        input: token ids `[batch, pos]` (or `[pos]`); text (a string or a list of strings) when
+        a tokenizer is set (`prepend_bos`, `padding_side` as in TL); or, with `start_at_layer`,
+        the residual stream `[batch, pos, d_model]` entering that block (then pass `tokens` for a
+        loss and `shortformer_pos_embed` for shortformer models). return_type: "logits"
+        `[batch, pos, d_vocab_out]`; "loss": next-token cross-entropy (mean, or `[batch, pos - 1]`
+        with loss_per_token); "both"; None. attention_mask `[batch, pos]`: 1 for tokens, 0 for
+        padding, which is never attended to and not in the loss (computed for left-padded text).
+        stop_at_layer=l returns the residual stream entering block l. Both layer indices are
+        Python slice bounds over the blocks (negative values count from the end).
         """
-        tokens = self.validate_tokens(tokens)
         if return_type not in ("logits", "loss", "both", None):
             raise ValueError(
                 f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
             )
+        if start_at_layer is None:
+            if isinstance(input, (str, list, tuple)):
+                raise TypeError(
+                    "text input needs a tokenizer, and this model has none: pass token ids "
+                    "(a torch.Tensor [batch, pos], e.g. from the task generators)."
+                )
+            tokens = self.validate_tokens(input)
+            if attention_mask is not None:
+                attention_mask = self._check_mask(attention_mask, tokens)
+            resid, shortformer_pos_embed = self.embed_tokens(tokens, attention_mask)
+        else:
+            resid = self._check_residual(input)
+            if tokens is not None:
+                tokens = self.validate_tokens(tokens)
         if return_type in ("loss", "both"):
+            if tokens is None:
+                raise ValueError(
+                    f"return_type={return_type!r} with start_at_layer needs tokens= (the targets)."
+                )
             self._check_loss_targets(tokens, return_type)
-        resid = self.hook_embed(self.embed(tokens))
-        shortformer = None
-        kind = self.cfg.positional_embedding_type
-        if kind == "standard":
-            resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
-        elif kind == "shortformer":
-            shortformer = self.hook_pos_embed(self.pos_embed(tokens))
-        for block in self.blocks[:stop_at_layer]:
-            resid = block(resid, shortformer_pos_embed=shortformer)
+        for block in self.blocks[start_at_layer:stop_at_layer]:
+            resid = block(resid, shortformer_pos_embed, attention_mask)
         if stop_at_layer is not None:
             return resid
+        if return_type is None:
+            return None
         logits = self.unembed(self.ln_final(resid))
         if return_type == "logits":
             return logits
-        if return_type is None:
-            return None
-        loss = next_token_loss(logits, tokens, per_token=loss_per_token)
+        loss = next_token_loss(logits, tokens, loss_per_token, attention_mask)
         return loss if return_type == "loss" else (logits, loss)
+
+    def embed_tokens(
+        self, tokens: Tensor, attention_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The residual stream entering block 0, and the shortformer position embedding (None
+        for other positional types)."""
+        if self.cfg.use_hook_tokens:
+            tokens = self.hook_tokens(tokens)
+        resid = self.hook_embed(self.embed(tokens))
+        kind = self.cfg.positional_embedding_type
+        if kind == "standard":
+            resid = resid + self.hook_pos_embed(self.pos_embed(tokens, attention_mask))
+        elif kind == "shortformer":
+            return resid, self.hook_pos_embed(self.pos_embed(tokens, attention_mask))
+        return resid, None
+
+    def _check_mask(self, attention_mask, tokens: Tensor) -> Tensor:
+        mask = torch.as_tensor(attention_mask, device=tokens.device)
+        if mask.ndim == 1:
+            mask = mask.unsqueeze(0)
+        if mask.shape != tokens.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(mask.shape)}, the tokens {tuple(tokens.shape)}: "
+                "give one 0/1 entry per token."
+            )
+        return mask.long()
+
+    def _check_residual(self, resid) -> Tensor:
+        if not isinstance(resid, Tensor) or resid.ndim != 3 or resid.shape[-1] != self.cfg.d_model:
+            shape = tuple(resid.shape) if isinstance(resid, Tensor) else type(resid).__name__
+            raise ValueError(
+                f"with start_at_layer, input is the residual stream [batch, pos, d_model="
+                f"{self.cfg.d_model}], got {shape}."
+            )
+        return resid
+
+    def run_with_cache(self, *model_args, return_cache_object: bool = True, **kwargs):
+        """`(output, cache)` as in TransformerLens 3: the cache is a TL `ActivationCache`
+        (`cache["pattern", 0]`, `accumulated_resid`, `decompose_resid`, ...), or the plain dict
+        with `return_cache_object=False`."""
+        remove_batch_dim = kwargs.get("remove_batch_dim", False)
+        out, cache = super().run_with_cache(*model_args, **kwargs)
+        if return_cache_object:
+            cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, cache
 
     # ------------------------------------------------------------------ weight views (TL names)
     def _stack(self, name: str) -> Tensor:

@@ -14,11 +14,21 @@ def token_nll(logits: Tensor, targets: Tensor) -> Tensor:
     return nll.view(targets.shape)
 
 
-def next_token_loss(logits: Tensor, tokens: Tensor, per_token: bool = False) -> Tensor:
+def next_token_loss(
+    logits: Tensor,
+    tokens: Tensor,
+    per_token: bool = False,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
     """Cross-entropy of predicting `tokens[:, 1:]` from `logits[:, :-1]` (TL's LM loss): the mean,
-    or `[batch, pos - 1]` with `per_token`."""
+    or `[batch, pos - 1]` with `per_token`. With a padding `attention_mask` only predictions of a
+    token from a token count (0 elsewhere in the per-token loss), as in TL 3."""
     nll = token_nll(logits[:, :-1], tokens[:, 1:])
-    return nll if per_token else nll.mean()
+    if attention_mask is None:
+        return nll if per_token else nll.mean()
+    both = attention_mask[:, :-1].bool() & attention_mask[:, 1:].bool()
+    nll = nll.masked_fill(~both, 0.0)
+    return nll if per_token else nll.sum() / both.sum().clamp(min=1)
 
 
 def masked_loss(

@@ -13,7 +13,6 @@ TL3_IGNORED = frozenset(
         "n_devices",
         "tokenizer_name",
         "tokenizer_prepends_bos",
-        "default_prepend_bos",
         "original_architecture",
         "from_checkpoint",
         "checkpoint_index",
@@ -22,10 +21,6 @@ TL3_IGNORED = frozenset(
         "init_mode",
         "dtype",
         "n_params",
-        "use_hook_tokens",
-        "use_attn_in",
-        "use_hook_mlp_in",
-        "ungroup_grouped_query_attention",
         "layer_norm_folding",
         "trust_remote_code",
         "load_in_4bit",
@@ -33,6 +28,7 @@ TL3_IGNORED = frozenset(
         "default_padding_side",
         "tie_word_embeddings",
         "uses_rms_norm",
+        "quantization_method",
     ]
 )
 
@@ -40,7 +36,6 @@ TL3_IGNORED = frozenset(
 # default (the value under which the function is ours): accepted at that value, refused by name
 # otherwise. The NTK-by-parts factors only matter with use_NTK_by_parts_rope.
 TL3_UNSUPPORTED: dict[str, Any] = {
-    "attention_dir": "causal",
     "parallel_attn_mlp": False,
     "scale_attn_by_inverse_layer_idx": False,
     "attn_scores_soft_cap": -1.0,
@@ -48,7 +43,6 @@ TL3_UNSUPPORTED: dict[str, Any] = {
     "gated_mlp": False,
     "final_rms": False,
     "use_qk_norm": False,
-    "n_key_value_heads": None,
     "use_local_attn": False,
     "window_size": None,
     "attn_types": None,
@@ -64,10 +58,44 @@ TL3_UNSUPPORTED: dict[str, Any] = {
     "decoder_start_token_id": None,
     "num_experts": None,
     "experts_per_token": None,
+    "norm_topk_prob": False,
+    "clip_qkv": None,
+    "use_logn_attn": False,
+    "train_seq_length": None,
+    "use_dynamic_ntk_rope": False,
+    "rotary_base_local": None,
+    "rotary_scaling_factor": 1.0,
+    "use_attention_sinks": False,
+    "use_yarn_rope": False,
+    "yarn_factor": 1.0,
+    "yarn_attention_factor": 1.0,
+    "yarn_beta_fast": 32.0,
+    "yarn_beta_slow": 1.0,
+    "yarn_original_max_position_embeddings": 4096,
+    "yarn_truncate": True,
+    "yarn_global_attn_only": False,
 }
-_ONLY_WITH = {name: "use_NTK_by_parts_rope" for name in TL3_UNSUPPORTED if name.startswith("NTK_")}
+# Parameters of a feature: they matter only when the feature's switch is on.
+_ONLY_WITH = {
+    **{name: "use_NTK_by_parts_rope" for name in TL3_UNSUPPORTED if name.startswith("NTK_")},
+    **{name: "use_yarn_rope" for name in TL3_UNSUPPORTED if name.startswith("yarn_")},
+    "norm_topk_prob": "num_experts",
+    "train_seq_length": "use_logn_attn",
+}
 
 TL3_KEYS = TL3_IGNORED | TL3_UNSUPPORTED.keys()
+
+
+def tl3_normalised(d: dict[str, Any]) -> dict[str, Any]:
+    """`d` with what TL 3 writes that cannot change the function made ours: in a TL 3 dict (one
+    with TL-only keys), an attention-only config's `d_mlp` / `act_fn` (TL 3 fills them in even
+    without an MLP) are dropped; our own dicts stay strict. ValueError naming every TL 3 setting
+    that would make the model compute something else."""
+    check_tl3_keys(d)
+    from_tl3 = any(k in TL3_KEYS for k in d)  # a TL 3 cfg.to_dict(), not one of ours
+    if from_tl3 and d.get("attn_only"):
+        d = {k: v for k, v in d.items() if k not in ("d_mlp", "act_fn")}
+    return d
 
 
 def check_tl3_keys(d: dict[str, Any]) -> None:

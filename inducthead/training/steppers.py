@@ -139,6 +139,8 @@ class SingleStepper(Stepper):
         seed = data_seed(self.cfg.seed, start + 1)
         self.model.validate_tokens(self.task.sample(1, seed=seed, device=self.device).tokens)
         self.model.check_inputs = False  # batches come from the task, checked above: no sync
+        self._fast = self.model.fast_attention()
+        self._fast.__enter__()
         return start, [extra]
 
     def _restore(self, writer: RunWriter) -> tuple[int, dict[str, Any]]:
@@ -189,3 +191,6 @@ class SingleStepper(Stepper):
 
     def close(self) -> None:
         self.model.check_inputs = True
+        if getattr(self, "_fast", None) is not None:
+            self._fast.__exit__(None, None, None)
+            self._fast = None

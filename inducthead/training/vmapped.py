@@ -47,7 +47,7 @@ class VmappedStepper(Stepper):
         self.base = copy.deepcopy(self.models[0]).to("meta")
         self.base.check_inputs = False  # no data-dependent checks under vmap; batches are checked
         for block in self.base.blocks:  # one attention call for all K models (model.kernels)
-            block.attn.fold_vmap = True
+            block.attn.sdpa = block.attn.fold_vmap = True
 
     # -------------------------------------------------------------- state between the forms
     def start(self, writers):
