@@ -114,6 +114,9 @@ class HookedTransformerConfig:
         # current when it moves or changes dtype.
         self.device: str | None = None
         self.dtype = torch.float32
+        # TL 3's count of "hidden weight" parameters (attention and MLP matrices only)
+        mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
+        self.n_params = self.n_layers * (4 * self.d_model * self.d_head * self.n_heads + mlp)
 
     # ------------------------------------------------------------------ validation
     def _validate_and_resolve(self) -> None:

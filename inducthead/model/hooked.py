@@ -14,17 +14,18 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from transformer_lens import ActivationCache, FactoredMatrix, HookedRootModule
+from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
 from inducthead.model.loss import next_token_loss
+from inducthead.model.tl_api import TransformerLensAPI
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedTransformer(HookedRootModule):
+class HookedTransformer(TransformerLensAPI, HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
     >>> model = HookedTransformer("demo")             # a preset, or a HookedTransformerConfig
@@ -249,106 +250,6 @@ class HookedTransformer(HookedRootModule):
         if return_cache_object:
             cache = ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
         return out, cache
-
-    # ------------------------------------------------------------------ weight views (TL names)
-    def _stack(self, name: str) -> Tensor:
-        params = [getattr(block.attn, name) for block in self.blocks]
-        if params[0] is None:  # use_bias=False: report zeros, as a bias-free layer has.
-            shape = {"b_O": (self.cfg.d_model,)}.get(name, (self.cfg.n_heads, self.cfg.d_head))
-            return torch.zeros(self.cfg.n_layers, *shape, device=self.W_E.device)
-        return torch.stack(params)
-
-    def _stack_mlp(self, name: str) -> Tensor:
-        if self.cfg.attn_only:
-            raise AttributeError(f"{name}: this model is attention-only (cfg.attn_only=True).")
-        params = [getattr(block.mlp, name) for block in self.blocks]
-        if params[0] is None:
-            width = self.cfg.d_mlp if name == "b_in" else self.cfg.d_model
-            return torch.zeros(self.cfg.n_layers, width, device=self.W_E.device)
-        return torch.stack(params)
-
-    @property
-    def W_E(self) -> Tensor:
-        return self.embed.W_E
-
-    @property
-    def W_pos(self) -> Tensor:
-        """`[n_ctx, d_model]`; zeros for positional types without a learned embedding."""
-        if hasattr(self, "pos_embed"):
-            return self.pos_embed.W_pos
-        return torch.zeros(self.cfg.n_ctx, self.cfg.d_model, device=self.W_E.device)
-
-    @property
-    def W_U(self) -> Tensor:
-        return self.unembed.W_U
-
-    @property
-    def b_U(self) -> Tensor:
-        b = self.unembed.b_U
-        return torch.zeros(self.cfg.d_vocab_out, device=self.W_E.device) if b is None else b
-
-    @property
-    def W_Q(self) -> Tensor:
-        """`[n_layers, n_heads, d_model, d_head]`."""
-        return self._stack("W_Q")
-
-    @property
-    def W_K(self) -> Tensor:
-        return self._stack("W_K")
-
-    @property
-    def W_V(self) -> Tensor:
-        return self._stack("W_V")
-
-    @property
-    def W_O(self) -> Tensor:
-        """`[n_layers, n_heads, d_head, d_model]`."""
-        return self._stack("W_O")
-
-    @property
-    def b_Q(self) -> Tensor:
-        return self._stack("b_Q")
-
-    @property
-    def b_K(self) -> Tensor:
-        return self._stack("b_K")
-
-    @property
-    def b_V(self) -> Tensor:
-        return self._stack("b_V")
-
-    @property
-    def b_O(self) -> Tensor:
-        return self._stack("b_O")
-
-    @property
-    def W_in(self) -> Tensor:
-        return self._stack_mlp("W_in")
-
-    @property
-    def W_out(self) -> Tensor:
-        return self._stack_mlp("W_out")
-
-    @property
-    def b_in(self) -> Tensor:
-        return self._stack_mlp("b_in")
-
-    @property
-    def b_out(self) -> Tensor:
-        return self._stack_mlp("b_out")
-
-    @property
-    def QK(self) -> FactoredMatrix:
-        """`W_Q W_Kᵀ` per head, `[n_layers, n_heads, d_model, d_model]` (TL)."""
-        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
-
-    @property
-    def OV(self) -> FactoredMatrix:
-        """`W_V W_O` per head, `[n_layers, n_heads, d_model, d_model]` (TL)."""
-        return FactoredMatrix(self.W_V, self.W_O)
-
-    def all_head_labels(self) -> list[str]:
-        return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
 
     @property
     def device(self) -> torch.device:
