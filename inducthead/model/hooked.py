@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
 from collections.abc import Iterator
 from typing import Literal
 
@@ -63,6 +64,19 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
         self.cfg.device = str(self.embed.W_E.device)
         self.cfg.dtype = self.embed.W_E.dtype
         return out
+
+    def add_hook(self, name, hook, dir="fwd", is_permanent=False, level=None, prepend=False):
+        """TransformerLens's `add_hook`; an unknown hook name is a `HookNameError` (a KeyError)
+        saying what the model has, instead of a bare KeyError."""
+        if isinstance(name, str) and name not in self.mod_dict:
+            raise HookNameError(name, self)
+        super().add_hook(name, hook, dir, is_permanent, level, prepend)
+
+    def _enable_hook_with_name(self, name, hook, dir):
+        # what `hooks()` / `run_with_hooks` call for each hook name
+        if name not in self.mod_dict:
+            raise HookNameError(name, self)
+        return super()._enable_hook_with_name(name, hook, dir)
 
     @contextlib.contextmanager
     def fast_attention(self, enabled: bool = True) -> Iterator[HookedTransformer]:
@@ -262,4 +276,20 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
             f"HookedTransformer({c.model_name!r}: {c.n_layers} layers, {c.n_heads} heads x "
             f"d_head {c.d_head}, d_model {c.d_model}, vocab {c.d_vocab}, n_ctx {c.n_ctx}, "
             f"{c.positional_embedding_type} positions, norm {c.normalization_type}, {extra})"
+        )
+
+
+class HookNameError(KeyError):
+    """A hook name the model does not have."""
+
+    def __init__(self, name: str, model: HookedTransformer):
+        super().__init__(name)
+        self.name, self.n_layers = name, model.cfg.n_layers
+        self.close = difflib.get_close_matches(name, list(model.hook_dict), n=3)
+
+    def __str__(self) -> str:
+        near = f" Did you mean {', '.join(self.close)}?" if self.close else ""
+        return (
+            f"this model has no hook point {self.name!r} (layers are blocks.0 .. blocks."
+            f"{self.n_layers - 1}; model.hook_dict lists them all).{near}"
         )

@@ -176,7 +176,10 @@ class TransformerLensAPI:
         right = {"Q": self.QK, "K": self.QK.T, "V": self.OV}.get(mode)
         if right is None:
             raise ValueError(f"mode must be one of 'Q', 'K', 'V', got {mode!r}.")
-        scores = composition_scores(self.OV, right, broadcast_dims=True)
+        left = self.OV  # sender heads along dims 0-1, receivers along 2-3
+        left = FactoredMatrix(left.A[:, :, None, None], left.B[:, :, None, None])
+        right = FactoredMatrix(right.A[None, None], right.B[None, None])
+        scores = composition_scores(left, right, broadcast_dims=False)
         layers = torch.arange(self.cfg.n_layers, device=scores.device)
         later = layers[:, None, None, None] < layers[None, None, :, None]
         return torch.where(later, scores, torch.zeros_like(scores))
