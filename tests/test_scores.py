@@ -220,3 +220,19 @@ def test_training_scores_fit_short_contexts():
     model = ih.HookedTransformer(tiny_config(n_ctx=12, d_vocab=8, bos_token_id=0))
     out = training_scores(model)
     assert len(out["prefix_matching"]) == 2 and 0 <= out["best_prefix_matching"] <= 1
+
+
+def test_arena_convention_uses_arenas_probe_by_default(demo_model):
+    """What an ARENA notebook computes: torch.manual_seed(0), then [BOS] + 50 tokens drawn with
+    replacement from the vocabulary, twice (`generate_repeated_tokens`), one sequence."""
+    from inducthead.analysis.scores import arena_probe
+
+    torch.manual_seed(0)
+    half = torch.randint(0, demo_model.cfg.d_vocab, (1, 50))
+    notebook = torch.cat([torch.zeros(1, 1, dtype=torch.long), half, half], dim=1)
+    assert torch.equal(arena_probe(demo_model), notebook)
+    _, cache = demo_model.run_with_cache(notebook)
+    expected = torch.stack(
+        [cache["pattern", l].diagonal(-49, dim1=-2, dim2=-1).mean((0, 2)) for l in range(2)]
+    )
+    torch.testing.assert_close(induction_score(demo_model, "arena"), expected)

@@ -87,40 +87,60 @@ def _probe_score(model, kind, period, repeats, n_samples, seed, tokens, batch_si
 def induction_score(
     model,
     convention: Literal["olsson", "arena", "tl"] = "olsson",
-    period: int = 25,
+    period: int | None = None,
     repeats: int = 2,
-    n_samples: int = 10,
+    n_samples: int | None = None,
     seed: int = 0,
     tokens: Tensor | None = None,
 ) -> Tensor:
     """One attention statistic under three conventions, to compare with published numbers.
 
     - "olsson": prefix matching (above): mean over eligible queries only; perfect head = 1.
-    - "arena": ARENA's `induction_attn_detector` on [BOS] + seq + seq: the mean of the pattern's
-      diagonal at offset 1 - period over every query on it (including the first two, which have
-      no earlier copy), so a perfect head scores about period / (period + 2).
+      Probe: [BOS] + `period` (25) distinct tokens x `repeats`, `n_samples` (10) sequences.
+    - "arena": ARENA's `induction_attn_detector` on ARENA's probe (`arena_probe`): [BOS] +
+      `period` (50) tokens drawn uniformly with replacement from the whole vocabulary, twice,
+      `n_samples` (1) sequences, drawn as `torch.manual_seed(seed)` then `torch.randint` would:
+      the number a notebook that seeded the same way printed. The statistic is the mean of the
+      pattern's diagonal at offset 1 - period over every query on it (including the first two,
+      which have no earlier copy), so a perfect head scores about period / (period + 2).
     - "tl": TransformerLens `detect_head(..., "induction_head", error_measure="mul")`: attention on
       induction targets divided by all attention, over every query; ~0.5 for a perfect head on a
       twice-repeated sequence. `tokens` must then be what TL's `to_tokens` gives (BOS included).
     """
     adapter = ModelAdapter.wrap(model)
-    if convention == "olsson":
-        if tokens is None:
-            tokens = adapter.probe(period, max(repeats, 2), n_samples, seed)
-        return _score(adapter, tokens, "induction", None)
-    if convention not in ("arena", "tl"):
+    if convention not in ("olsson", "arena", "tl"):
         raise ValueError(f"convention must be 'olsson', 'arena' or 'tl', got {convention!r}.")
+    arena = convention == "arena"
+    period = period or (50 if arena else 25)
+    n_samples = n_samples or (1 if arena else 10)
     if tokens is None:
-        tokens = adapter.probe(period, 2 if convention == "arena" else repeats, n_samples, seed)
+        if arena:
+            tokens = arena_probe(adapter, period, n_samples, seed)
+        else:
+            tokens = adapter.probe(period, max(repeats, 2), n_samples, seed)
     tokens = tokens.to(adapter.device)
+    if convention == "olsson":
+        return _score(adapter, tokens, "induction", None)
     patterns = layer_patterns(adapter, tokens)
-    if convention == "arena":
+    if arena:
         per_layer = [p.diagonal(offset=1 - period, dim1=-2, dim2=-1).mean((0, 2)) for p in patterns]
     else:
         targets = induction_targets(tokens).float()
         per_sample = [torch.einsum("bhqk,bqk->bh", p, targets) / p.sum((-2, -1)) for p in patterns]
         per_layer = [s.mean(0) for s in per_sample]
     return torch.stack(per_layer).cpu()
+
+
+def arena_probe(model, seq_len: int = 50, batch: int = 1, seed: int = 0) -> Tensor:
+    """ARENA's `generate_repeated_tokens`: [BOS] + `seq_len` tokens drawn uniformly with
+    replacement from `range(d_vocab)`, repeated once, `[batch, 1 + 2 * seq_len]`; the draw is
+    the one `torch.manual_seed(seed); torch.randint(0, d_vocab, (batch, seq_len))` makes. A model
+    without BOS gets token 0 in its place, as ARENA's models have."""
+    adapter = ModelAdapter.wrap(model)
+    g = torch.Generator().manual_seed(seed)
+    half = torch.randint(0, adapter.d_vocab, (batch, seq_len), generator=g)
+    bos = torch.full((batch, 1), adapter.bos_token_id or 0)
+    return torch.cat([bos, half, half], dim=1).to(adapter.device)
 
 
 def training_scores(model, period: int = 25, repeats: int = 4, n_samples: int = 10) -> dict:
