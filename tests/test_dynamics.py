@@ -279,3 +279,94 @@ def test_progress_measures_without_learned_positions_leave_alpha_undefined(tmp_p
     assert df[df.measure == "alpha"]["value"].map(math.isnan).all()
     assert df[df.measure == "beta"]["value"].notna().all()
     assert any("alpha undefined" in n for n in result.notes)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@pytest.fixture(scope="module")
+def results(synthetic):
+    import pandas as pd
+
+    from inducthead.dynamics import LLCResult
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = {
+            "head_scores": synthetic.head_scores(**CHEAP),
+            "phase_change": synthetic.phase_change(),
+            "loss_by_position": synthetic.loss_by_position(),
+            "emergence": synthetic.emergence("prefix_matching", 0.5, **CHEAP),
+            "per_token_loss_pca": synthetic.per_token_loss_pca(n_examples=32),
+            "essential_dynamics": synthetic.essential_dynamics(n_examples=32),
+            "weight_pca": synthetic.weight_pca(),
+            "progress_measures": synthetic.progress_measures(),
+        }
+    out["stages"] = synthetic.stages()
+    steps = synthetic.steps[:3]
+    out["llc"] = LLCResult(  # the shape trajectory_llc builds (the LLC itself runs in the slow tests)
+        name="synthetic", settings={"lr": 1e-3, "n_beta": 5.8, "num_chains": 2, "num_draws": 4},
+        boundaries=[20], window={"start": 0, "end": 40, "peak_start": 0, "peak_end": 20,
+                                 "peak_rate": 1.0, "signal": "LLC", "rule": "r"},
+        seconds_per_checkpoint=1.0,
+        data=pd.DataFrame({"step": steps, "llc_mean": [1.0, float("nan"), 3.0],
+                           "llc_std": [0.1, 0.2, 0.3], "init_loss": [1.0, 1.0, 1.0],
+                           "chains_ok": [2, 1, 2], "warnings": ["", "chain 1 failed", ""],
+                           "seconds": [1.0, 1.0, 1.0]}),
+        traces=pd.DataFrame({"step": [0, 0], "chain": [0, 0], "sgld_step": [0, 1], "loss": [1.0, 1.1]}),
+    )  # fmt: skip
+    return out
+
+
+KINDS = ["head_scores", "phase_change", "loss_by_position", "emergence", "per_token_loss_pca",
+         "essential_dynamics", "weight_pca", "progress_measures", "stages", "llc"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_dynamics_result_follows_the_contract(results, kind, tmp_path):
+    import json
+
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    from inducthead.analysis import Result
+
+    r = results[kind]
+    assert isinstance(r, Result) and type(r).__name__.endswith("Result")
+    assert "\n" not in repr(r) and repr(r).startswith(type(r).__name__)
+    text = str(r)
+    assert text.startswith(repr(r)) and len(text.splitlines()) > 1
+    assert len(r.to_dataframe()) > 0
+    assert "<table" in r._repr_html_()
+    fig = r.plot()
+    assert isinstance(fig, matplotlib.figure.Figure)
+    plt.close(fig)
+    again = type(r).from_json(r.to_json())
+    assert json.loads(again.to_json()) == json.loads(r.to_json())
+    assert repr(again) == repr(r)
+    path = tmp_path / "r.json"
+    r.to_json(path)
+    assert repr(type(r).from_json(path)) == repr(r)
+
+
+def test_head_scores_are_tidy_with_heads_named_l1h4(results):
+    df = results["head_scores"].to_dataframe()
+    assert list(df.columns) == [
+        "step",
+        "tokens",
+        "elapsed_s",
+        "layer",
+        "head",
+        "label",
+        "metric",
+        "value",
+    ]
+    assert set(df["label"]) == {f"L{l}H{h}" for l in range(2) for h in range(4)}
+    assert len(df) == 11 * 8 * 3  # steps x heads x metrics
+    assert "phase change steps" in repr(results["head_scores"])
+
+
+def test_the_phase_change_prints_its_rule(results):
+    text = str(results["phase_change"])
+    assert "rule: the ICL score falls at >= 0.5 x its fastest rate" in text
+    assert "Olsson et al. 2022" in text

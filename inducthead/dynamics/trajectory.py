@@ -265,10 +265,14 @@ class Trajectory(CurvesMixin, SpacesMixin):
 
     # ------------------------------------------------------------------ head scores
     def head_scores(
-        self, metrics=("prefix_matching", "previous_token", "copying_empirical"), **probe
+        self,
+        metrics=("prefix_matching", "previous_token", "copying_empirical"),
+        phase_change: bool = True,
+        **probe,
     ) -> HeadScoresResult:
         """`inducthead.detect`'s per-head scores at every checkpoint (`probe`: detect's n_samples,
-        period, repeats, seed), as a tidy table with the phase-change window."""
+        period, repeats, seed), as a tidy table; with `phase_change`, the phase-change window
+        too (one more forward pass per checkpoint, cached)."""
         probe = {**DETECT_PROBE, **probe}
         metrics = [metrics] if isinstance(metrics, str) else list(metrics)
         by_step = self.compute({"head_scores": self._head_job(probe)})["head_scores"]
@@ -301,7 +305,7 @@ class Trajectory(CurvesMixin, SpacesMixin):
                 self._warned.add(note)
                 warnings.warn(note, stacklevel=2)
         cols = ["step", "tokens", "elapsed_s", "layer", "head", "label", "metric", "value"]
-        window = self._window()
+        window = self._window() if phase_change else None
         return HeadScoresResult(
             name=self.name,
             metrics=metrics,
