@@ -94,8 +94,13 @@ def memory(folder: Path, mode: str, smoke: bool = False) -> tuple[float, int]:
             torch.set_num_threads(threads)
         kib, live = out.getvalue().split()
     else:
-        code = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(folder), mode],
-                              capture_output=True, text=True, check=True, cwd=ROOT)  # fmt: skip
+        code = subprocess.run(
+            [sys.executable, "-c", MEMORY_CHILD, str(folder), mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         kib, live = code.stdout.split()
     return int(kib) / 1024, int(live)
 
@@ -170,8 +175,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args) -> None:
     demo_cfg = ih.presets.get("demo").model
-    cfg = demo_cfg if not args.smoke else ih.HookedTransformerConfig(
-        n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=30, n_ctx=64, attn_only=True)  # fmt: skip
+    cfg = (
+        demo_cfg
+        if not args.smoke
+        else ih.HookedTransformerConfig(
+            n_layers=2, d_model=16, n_heads=2, d_head=8, d_vocab=30, n_ctx=64, attn_only=True
+        )
+    )
     n = 6 if args.smoke else args.checkpoints
     lines = [f"threads: {torch.get_num_threads()}", ""]
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,8 +232,12 @@ def run(args) -> None:
             shipped = signals(Trajectory(demo_dir), llc=True)
             fresh_dir = Path(tmp) / "fresh"
             preset = ih.presets.get("demo")
-            ih.train(ih.HookedTransformer(preset.model), preset.make_task(),
-                     preset.train.replace(progress=False, device="cpu"), fresh_dir)  # fmt: skip
+            ih.train(
+                ih.HookedTransformer(preset.model),
+                preset.make_task(),
+                preset.train.replace(progress=False, device="cpu"),
+                fresh_dir,
+            )
             fresh = signals(Trajectory(fresh_dir), llc=True)
             lines += ["| signal | shipped assets/demo | fresh 800-step run |", "|---|---|---|"]
             lines += [f"| {a[0]} | {a[1]} | {b[1]} |" for a, b in zip(shipped, fresh, strict=True)]

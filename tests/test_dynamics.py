@@ -118,8 +118,11 @@ def test_at_most_two_models_are_alive_while_streaming(demo):
 
 def test_one_emergence_definition_for_sweeps_and_trajectories(demo):
     rows = demo.source.run.rows()
-    c = first_crossing([r["step"] for r in rows], [min(r["best_prefix_matching"],
-                       r["best_previous_token"]) for r in rows], 0.5)  # fmt: skip
+    c = first_crossing(
+        [r["step"] for r in rows],
+        [min(r["best_prefix_matching"], r["best_previous_token"]) for r in rows],
+        0.5,
+    )
     assert emergence_step(rows) == c.after
     assert c.before < c.step <= c.after
     e = demo.emergence("prefix_matching", 0.5, **CHEAP)
@@ -304,22 +307,51 @@ def results(synthetic):
         }
     out["stages"] = synthetic.stages()
     steps = synthetic.steps[:3]
-    out["llc"] = LLCResult(  # the shape trajectory_llc builds (the LLC itself runs in the slow tests)
-        name="synthetic", settings={"lr": 1e-3, "n_beta": 5.8, "num_chains": 2, "num_draws": 4},
-        boundaries=[20], window={"start": 0, "end": 40, "peak_start": 0, "peak_end": 20,
-                                 "peak_rate": 1.0, "signal": "LLC", "rule": "r"},
+    # the shape trajectory_llc builds (the LLC itself runs in the slow tests)
+    out["llc"] = LLCResult(
+        name="synthetic",
+        settings={"lr": 1e-3, "n_beta": 5.8, "num_chains": 2, "num_draws": 4},
+        boundaries=[20],
+        window={
+            "start": 0,
+            "end": 40,
+            "peak_start": 0,
+            "peak_end": 20,
+            "peak_rate": 1.0,
+            "signal": "LLC",
+            "rule": "r",
+        },
         seconds_per_checkpoint=1.0,
-        data=pd.DataFrame({"step": steps, "llc_mean": [1.0, float("nan"), 3.0],
-                           "llc_std": [0.1, 0.2, 0.3], "init_loss": [1.0, 1.0, 1.0],
-                           "chains_ok": [2, 1, 2], "warnings": ["", "chain 1 failed", ""],
-                           "seconds": [1.0, 1.0, 1.0]}),
-        traces=pd.DataFrame({"step": [0, 0], "chain": [0, 0], "sgld_step": [0, 1], "loss": [1.0, 1.1]}),
-    )  # fmt: skip
+        data=pd.DataFrame(
+            {
+                "step": steps,
+                "llc_mean": [1.0, float("nan"), 3.0],
+                "llc_std": [0.1, 0.2, 0.3],
+                "init_loss": [1.0, 1.0, 1.0],
+                "chains_ok": [2, 1, 2],
+                "warnings": ["", "chain 1 failed", ""],
+                "seconds": [1.0, 1.0, 1.0],
+            }
+        ),
+        traces=pd.DataFrame(
+            {"step": [0, 0], "chain": [0, 0], "sgld_step": [0, 1], "loss": [1.0, 1.1]}
+        ),
+    )
     return out
 
 
-KINDS = ["head_scores", "phase_change", "loss_by_position", "emergence", "per_token_loss_pca",
-         "essential_dynamics", "weight_pca", "progress_measures", "stages", "llc"]  # fmt: skip
+KINDS = [
+    "head_scores",
+    "phase_change",
+    "loss_by_position",
+    "emergence",
+    "per_token_loss_pca",
+    "essential_dynamics",
+    "weight_pca",
+    "progress_measures",
+    "stages",
+    "llc",
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
