@@ -18,11 +18,12 @@ from transformer_lens.hook_points import HookPoint
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
 from inducthead.model.loss import next_token_loss
+from inducthead.model.weight_processing import WeightProcessing
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedTransformer(HookedRootModule):
+class HookedTransformer(WeightProcessing, HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
     >>> model = HookedTransformer("demo")             # a preset, or a HookedTransformerConfig
