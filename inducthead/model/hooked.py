@@ -22,11 +22,12 @@ from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unemb
 from inducthead.model.config import HookedTransformerConfig, resolve_config
 from inducthead.model.loss import next_token_loss
 from inducthead.model.tl_api import TransformerLensAPI
+from inducthead.model.weight_processing import WeightProcessing
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedTransformer(TransformerLensAPI, HookedRootModule):
+class HookedTransformer(TransformerLensAPI, WeightProcessing, HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
     >>> model = HookedTransformer("demo")             # a preset, or a HookedTransformerConfig
