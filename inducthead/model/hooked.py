@@ -20,12 +20,13 @@ from transformer_lens.hook_points import HookPoint
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
 from inducthead.model.loss import next_token_loss
+from inducthead.model.text import TextMethods
 from inducthead.model.tl_api import TransformerLensAPI
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedTransformer(TransformerLensAPI, HookedRootModule):
+class HookedTransformer(TextMethods, TransformerLensAPI, HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
     >>> model = HookedTransformer("demo")             # a preset, or a HookedTransformerConfig
@@ -174,16 +175,10 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
             raise ValueError(
                 f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
             )
-        if start_at_layer is None:
-            if isinstance(input, (str, list, tuple)):
-                raise TypeError(
-                    "text input needs a tokenizer, and this model has none: pass token ids "
-                    "(a torch.Tensor [batch, pos], e.g. from the task generators)."
-                )
-            tokens = self.validate_tokens(input)
-            if attention_mask is not None:
-                attention_mask = self._check_mask(attention_mask, tokens)
-            resid, shortformer_pos_embed = self.embed_tokens(tokens, attention_mask)
+        if start_at_layer is None:  # text or token ids (inducthead.model.text)
+            resid, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
+                input, prepend_bos, padding_side, attention_mask
+            )
         else:
             resid = self._check_residual(input)
             if tokens is not None:
