@@ -67,6 +67,14 @@ def test_set_tokenizer_bookkeeping_follows_tl3(tok, bos_tok_dir):
     assert model.cfg.tokenizer_prepends_bos is True
 
 
+def test_the_constructor_takes_a_tokenizer_as_tl3(tok):
+    model = ih.HookedTransformer(tiny_config(d_vocab=V), tokenizer=tok, default_padding_side="left")
+    assert model.tokenizer is tok and tok.padding_side == "left"
+    assert model.to_tokens("w1").tolist() == [[0, wid(1)]]
+    with pytest.raises(TypeError, match="tokenizer="):
+        ih.HookedTransformer(tiny_config(d_vocab=V), tok)  # TL 3's positional form
+
+
 def test_set_tokenizer_refuses_what_it_cannot_use(tok):
     with pytest.raises(ValueError, match="d_vocab=23"):
         ih.HookedTransformer(tiny_config()).set_tokenizer(tok)  # 40 ids, 23 embedding rows

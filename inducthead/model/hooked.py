@@ -34,8 +34,19 @@ class HookedTransformer(TextMethods, TransformerLensAPI, HookedRootModule):
     >>> model.W_Q.shape                               # [n_layers, n_heads, d_model, d_head]
     """
 
-    def __init__(self, cfg: HookedTransformerConfig | dict | str, init: bool = True):
-        """`init=False` skips weight initialisation (the weights are about to be loaded)."""
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig | dict | str,
+        init: bool = True,
+        *,
+        tokenizer=None,
+        default_padding_side: str | None = None,
+    ):
+        """`init=False` skips weight initialisation (the weights are about to be loaded).
+        `tokenizer` / `default_padding_side` go to `set_tokenizer`, as in TL 3 (keyword-only
+        here: TL 3's second positional argument is the tokenizer, ours `init`)."""
+        if not isinstance(init, bool):
+            raise TypeError(f"init must be True or False (pass tokenizer=...), got {init!r}.")
         super().__init__()
         # Our own copy: the model writes `cfg.device`, and presets hand out one config object.
         cfg = copy.deepcopy(resolve_config(cfg))
@@ -56,6 +67,8 @@ class HookedTransformer(TextMethods, TransformerLensAPI, HookedRootModule):
             self.init_weights()
         self.cfg.device = str(self.embed.W_E.device)
         self.setup()  # names the HookPoints (HookedRootModule)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side)
 
     def _apply(self, fn, *args, **kwargs):
         """Keep `cfg.device` and `cfg.dtype` (read by TransformerLens tools) current through
