@@ -1,7 +1,7 @@
 """Text in and out of `HookedTransformer`: TransformerLens 3's tokenizer methods (`set_tokenizer`,
 `to_tokens`, `to_string`, `to_str_tokens`, `to_single_token`, `to_single_str_token`,
 `get_token_position`, `input_to_embed`) and text input to `forward`, `run_with_cache` and
-`run_with_hooks`.
+`run_with_hooks`; `generate` comes from `inducthead.model.generate`.
 
 TL 3's semantics, with these differences:
 
@@ -24,6 +24,8 @@ import warnings
 import numpy as np
 import torch
 from torch import Tensor
+
+from inducthead.model.generate import GenerateMixin
 
 PADDING_SIDES = ("left", "right")
 
@@ -58,7 +60,7 @@ def _prepends_bos(tokenizer) -> bool:
     return len(ids) > 1 and ids[0] in leading
 
 
-class TextMethods:
+class TextMethods(GenerateMixin):
     """Mixed into `HookedTransformer` (which provides `cfg`, `tokenizer`, `device`,
     `validate_tokens`, `_check_mask` and `embed_tokens`)."""
 
