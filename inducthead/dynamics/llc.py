@@ -24,6 +24,8 @@ checkpoint's (not a local minimum at this temperature). Each warns, naming the c
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import time
 import warnings
@@ -66,6 +68,26 @@ def require_devinterp():
             f"the LLC needs devinterp: pip install 'inducthead[{EXTRA}]'"
         ) from None
     return sample
+
+
+@contextlib.contextmanager
+def quiet_chains():
+    """devinterp draws one tqdm bar per chain (hundreds over a trajectory): silence them; the
+    trajectory shows one bar over checkpoints instead."""
+    try:
+        import devinterp.slt.sampler as sampler
+    except ImportError:
+        yield
+        return
+    bar = getattr(sampler, "trange", None)
+    if bar is None:  # another devinterp layout: leave its bars alone
+        yield
+        return
+    sampler.trange = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        sampler.trange = bar
 
 
 @dataclass(frozen=True)
@@ -152,7 +174,7 @@ def estimate_llc(
         masks = {f"model.{k}": v for k, v in param_masks.items()}
     device = device or str(next(model.parameters()).device)
     s = settings
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, quiet_chains():
         warnings.simplefilter("always")
         tree = sample(
             wrapped,
@@ -177,9 +199,10 @@ def estimate_llc(
         init = float(ds_out.init_loss.values.mean())
     failures = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
     draws = trace[:, s.num_burnin_steps :]
-    per_chain = (
-        s.beta * (np.nanmean(draws, axis=1) - init) if draws.size else np.full(s.num_chains, np.nan)
-    )
+    per_chain = np.full(s.num_chains, np.nan)
+    seen = np.isfinite(draws).any(axis=1) if draws.size else np.zeros(s.num_chains, bool)
+    # a chain with no finite draw stays NaN (said below), without numpy's empty-slice warning
+    per_chain[seen] = s.beta * (np.nanmean(draws[seen], axis=1) - init)
     notes = list(failures)
     finite = np.isfinite(trace).all(axis=1)
     for c in np.flatnonzero(~finite):
