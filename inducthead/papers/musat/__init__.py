@@ -15,7 +15,18 @@ group that yields exactly 19, the numbering of the coordinates other than alpha3
 and both definitions of emergence time.
 """
 
-from inducthead.papers.musat import data, flow, gram, subspace
+from inducthead.papers.musat import data, emergence, flow, gram, subspace
+from inducthead.papers.musat.experiment import MusatResult, reproduce
 from inducthead.papers.musat.model import MinimalInductionModel, forward_weights
 
-__all__ = ["MinimalInductionModel", "forward_weights", "data", "flow", "gram", "subspace"]
+__all__ = [
+    "reproduce",
+    "MusatResult",
+    "MinimalInductionModel",
+    "forward_weights",
+    "data",
+    "emergence",
+    "flow",
+    "gram",
+    "subspace",
+]
