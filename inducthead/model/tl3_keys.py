@@ -83,6 +83,15 @@ _ONLY_WITH = {
     "train_seq_length": "use_logn_attn",
 }
 
+# Ignored keys some of whose values change what TL 3's HookedTransformer computes: TL 3.9 gives
+# these architectures post-norm blocks and QK norms (`TransformerBlock`, `AbstractAttention`).
+# Refused by name at those values; any other value is dropped.
+TL3_REFUSED_VALUES: dict[str, frozenset] = {
+    "original_architecture": frozenset(
+        ["Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoeForCausalLM"]
+    ),
+}
+
 TL3_KEYS = TL3_IGNORED | TL3_UNSUPPORTED.keys()
 
 
@@ -109,6 +118,9 @@ def check_tl3_keys(d: dict[str, Any]) -> None:
         if switch is not None and not d.get(switch):
             continue  # a parameter of a feature that is off
         bad.append(f"{name}={d[name]!r} (supported: {default!r})")
+    for name, values in TL3_REFUSED_VALUES.items():
+        if isinstance(d.get(name), str) and d[name] in values:
+            bad.append(f"{name}={d[name]!r} (post-norm blocks and QK norms in TL 3)")
     if bad:
         raise ValueError(
             "HookedTransformerConfig.from_dict: TransformerLens setting(s) "
