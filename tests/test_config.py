@@ -184,3 +184,9 @@ def test_tl3_values_that_cannot_change_the_function_load_and_those_that_do_are_n
     with pytest.raises(ValueError, match="original_architecture='Olmo2ForCausalLM'"):
         HookedTransformerConfig.from_dict({**base, "original_architecture": "Olmo2ForCausalLM"})
     assert HookedTransformerConfig.from_dict({**base, "original_architecture": "GPT2LMHeadModel"})
+    # read by TL 3 only with local attention (off), or only by its encoder-decoder models
+    inert = dict(window_size=8, attn_types=["global"], rotary_base_local=1e6,
+                 decoder_start_token_id=0, relative_attention_num_buckets=32)  # fmt: skip
+    assert HookedTransformerConfig.from_dict({**base, **inert}).n_heads == 2
+    with pytest.raises(ValueError, match="use_local_attn=True.*window_size=8"):
+        HookedTransformerConfig.from_dict({**base, **inert, "use_local_attn": True})
