@@ -8,8 +8,8 @@ TL 3 computed with what our model computes from the same config, weights and inp
 padding masks, ActivationCache methods, weight views, composition scores, ...). TL 3 checkpoints
 (`torch.save(model.state_dict())` + `cfg.to_dict()`) made there are loaded here with
 `inducthead.load_pickle`. Where our model differs from TL 3 on purpose, the test says so and
-checks the documented behaviour. The TL 4 tools that take a HookedRootModule are run on our
-model at the end (our venv only).
+checks the documented behaviour. (The TL 4 tools that take a HookedRootModule, run on our model
+in our venv, are in test_tl4_tools.py: they need no reference.)
 
 Without a package registry the reference cannot be installed: then, and only then, the module
 skips, with one reason.
@@ -27,6 +27,7 @@ import pytest
 import torch
 from conftest import perturbed
 from safetensors.torch import load_file, save_file
+from tl3_env import default_venv, unavailable
 from tl3_reference import battery
 
 import inducthead as ih
@@ -34,6 +35,8 @@ import inducthead as ih
 pytestmark = pytest.mark.slow  # one TL 3 subprocess for every case (~20 s on 2 cores)
 
 HERE = Path(__file__).resolve().parent
+if why := unavailable(default_venv()):  # the one accepted skip: no registry, no reference
+    pytest.skip(f"TransformerLens 3.9 reference unavailable: {why}", allow_module_level=True)
 BASE = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=23, n_ctx=16, seed=0)
 OURS_ONLY = ("bos_token_id", "relative_window", "use_bias", "embed_init_std")  # not TL fields
 
@@ -230,9 +233,7 @@ def _reference_python() -> Path:
     done = subprocess.run(
         [sys.executable, str(HERE / "tl3_env.py")], capture_output=True, text=True
     )
-    if done.returncode == 3:  # the one accepted skip: no registry, no reference
-        pytest.skip(f"TransformerLens 3.9 reference unavailable: {done.stdout.strip()}")
-    if done.returncode:
+    if done.returncode:  # (no registry: the module skipped when it was imported)
         pytest.fail(f"could not create .venv-tl3 (tests/tl3_env.py):\n{done.stdout}{done.stderr}")
     return Path(done.stdout.strip().splitlines()[-1])
 
@@ -484,93 +485,3 @@ def test_transformerlens_3_settings_we_do_not_compute_are_refused_by_name(key, r
     cfg = json.loads((reference.work / f"{key}.cfg.json").read_text())
     with pytest.raises(ValueError, match=f"{key}="):  # the setting, by name
         ih.load_pickle(reference.work / f"{key}.pt", cfg, allow_pickle=True)
-
-
-# ------------------------------------------------------------------ TL 4 tools on our model
-# (our venv only: TL 4's patching, head detection, SVDInterpreter and FactoredMatrix take any
-# HookedRootModule with TL 3's API; each is compared with the same tool on a TL 4 bridge of the
-# same weights, `ih.to_bridge`, where the bridge can express the model.)
-def _tool_model() -> ih.HookedTransformer:
-    cfg = ih.HookedTransformerConfig(**{**BASE, "n_ctx": 24})  # LN, standard positions, gelu
-    return perturbed(ih.HookedTransformer(cfg), scale=0.2, seed=3).eval()
-
-
-def test_transformerlens_4_patching_on_our_model_equals_it_on_a_bridge(one_cpu_thread):
-    from transformer_lens import patching
-
-    model = _tool_model()
-    bridge = ih.to_bridge(model).eval()
-    clean = _tokens(model.cfg, 2, 5)
-    corrupted = clean.clone()
-    corrupted[:, 3:9] = (corrupted[:, 3:9] + 7) % model.cfg.d_vocab
-
-    def metric(logits):
-        return (logits[:, -1, 1] - logits[:, -1, 2]).mean()
-
-    tools = (patching.get_act_patch_block_every, patching.get_act_patch_attn_head_all_pos_every)
-    for tool in tools:
-        results = []
-        for m in (model, bridge):
-            _, cache = m.run_with_cache(clean)
-            results.append(tool(m, corrupted, cache, metric))
-        assert results[0].shape == results[1].shape
-        assert results[0].abs().max() > 1e-3  # the patches do something
-        torch.testing.assert_close(results[0], results[1], atol=1e-4, rtol=1e-4)
-
-
-def test_transformerlens_4_detect_head_with_a_tokenizer_attached(tmp_path, one_cpu_thread):
-    from transformer_lens.head_detector import detect_head
-
-    from inducthead.testing import word_tokenizer
-
-    model = _tool_model()
-    tokenizer = word_tokenizer(tmp_path / "tok", model.cfg.d_vocab)
-    bridge = ih.to_bridge(model, tokenizer=tokenizer).eval()
-    model.tokenizer = tokenizer
-    if not hasattr(model, "to_tokens"):
-        # Stand-in until our tokenizer methods land on this branch (then the model's own
-        # to_tokens runs here): [BOS] + the tokenizer's ids, what TL's to_tokens gives.
-        def to_tokens(text):
-            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
-            return torch.cat([torch.full((ids.shape[0], 1), tokenizer.bos_token_id), ids], 1)
-
-        model.to_tokens = to_tokens
-    order = torch.randperm(model.cfg.d_vocab - 2, generator=torch.Generator().manual_seed(0))
-    words = [f"w{i}" for i in order[:9].tolist()]
-    text = " ".join(words + words)  # repeated: induction and duplicate-token patterns apply
-    assert torch.equal(model.to_tokens(text), bridge.to_tokens(text))
-    for head in ("previous_token_head", "duplicate_token_head", "induction_head"):
-        for measure in ("mul", "abs"):
-            ours = detect_head(model, text, head, error_measure=measure)
-            theirs = detect_head(bridge, text, head, error_measure=measure)
-            assert ours.shape == (model.cfg.n_layers, model.cfg.n_heads)
-            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
-
-
-def test_transformerlens_4_svd_interpreter_and_factored_matrix_on_our_weights(one_cpu_thread):
-    from transformer_lens import FactoredMatrix, SVDInterpreter
-
-    model = _tool_model()
-    bridge = ih.to_bridge(model).eval()
-    for kind, head in (("OV", 2), ("w_in", None), ("w_out", None)):
-        args = dict(layer_index=1, head_index=head, num_vectors=6)  # OV has rank d_head = 8
-        ours = SVDInterpreter(model).get_singular_vectors(kind, **args)
-        theirs = SVDInterpreter(bridge).get_singular_vectors(kind, **args)
-        torch.testing.assert_close(ours.abs(), theirs.abs())  # singular vectors: up to sign
-    for circuit, (left, right) in {
-        "OV": (model.W_V, model.W_O),
-        "QK": (model.W_Q, model.W_K.transpose(-2, -1)),
-    }.items():
-        ours, theirs = getattr(model, circuit), getattr(bridge, circuit)
-        assert isinstance(ours, FactoredMatrix) and ours.shape == (2, 4, 32, 32)
-        dense = left @ right
-        torch.testing.assert_close(ours.AB, dense)
-        torch.testing.assert_close(ours.AB, theirs.AB, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ours[1, 3].AB, dense[1, 3])
-        torch.testing.assert_close(ours.T.AB, dense.transpose(-2, -1))
-        torch.testing.assert_close(ours.norm(), dense.norm(dim=(-2, -1)), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(
-            ours.S, torch.linalg.svdvals(dense)[..., :8], atol=1e-5, rtol=1e-4
-        )
-        product = ours[0, 1] @ getattr(model, circuit)[1, 2]  # a composition's factored product
-        torch.testing.assert_close(product.AB, dense[0, 1] @ dense[1, 2], atol=1e-5, rtol=1e-4)

@@ -60,10 +60,38 @@ def is_ready(venv: Path) -> bool:
     return python_of(venv).exists() and stamp.is_file() and stamp.read_text() == stamp_text()
 
 
-def _pip(venv: Path, *args: str) -> subprocess.CompletedProcess:
+def _pip(python: Path | str, *args: str) -> subprocess.CompletedProcess:
     links = ["--find-links", str(WHEELS)] if WHEELS.is_dir() else []
-    cmd = [str(python_of(venv)), "-m", "pip", *args[:1], *links, *args[1:]]
+    cmd = [str(python), "-m", "pip", *args[:1], *links, *args[1:]]
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def probe(python: Path | str) -> str | None:
+    """None if `python`'s pip can fetch transformer-lens from the registry; else why not: the
+    one line the differential tests skip with, or RuntimeError with pip's output when the
+    registry answered with something else than a network failure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ("--no-deps", "--retries", "0", "--timeout", "30", "-q", "-d", tmp, TL3_SPEC)
+        done = _pip(python, "download", *args)
+    if done.returncode == 0:
+        return None
+    out = done.stdout + done.stderr
+    if any(s in out for s in _NETWORK_ERRORS):
+        return f"the package registry cannot be reached to install {TL3_SPEC}"
+    raise RuntimeError(out)
+
+
+def unavailable(venv: Path) -> str | None:
+    """Why `venv` cannot be made here (no registry), or None: it is ready or can be built. Cheap
+    when it is ready; otherwise one pip download, with a throwaway venv if this Python has no
+    pip (uv-made venvs)."""
+    if is_ready(venv):
+        return None
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode:
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run([sys.executable, "-m", "venv", tmp], check=True)
+            return probe(python_of(Path(tmp)))
+    return probe(sys.executable)
 
 
 def ensure(venv: Path) -> int:
@@ -72,31 +100,19 @@ def ensure(venv: Path) -> int:
         return 0
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    with tempfile.TemporaryDirectory() as tmp:  # can the registry be reached at all?
-        probe = _pip(
-            venv,
-            "download",
-            "--no-deps",
-            "--retries",
-            "0",
-            "--timeout",
-            "30",
-            "-q",
-            "-d",
-            tmp,
-            TL3_SPEC,
-        )
-    if probe.returncode:
-        out = probe.stdout + probe.stderr
+    try:
+        why = probe(python_of(venv))  # can the registry be reached at all?
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
         shutil.rmtree(venv, ignore_errors=True)
-        if any(s in out for s in _NETWORK_ERRORS):
-            print(f"the package registry cannot be reached to install {TL3_SPEC} into {venv}")
-            return UNREACHABLE
-        print(out, file=sys.stderr)
         return 1
+    if why:
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"{why} into {venv}")
+        return UNREACHABLE
     # torch first, from the local wheel: an unpinned torch would pull a multi-GB CUDA build.
     for specs in ([TORCH_SPEC], [TORCH_SPEC, TL3_SPEC]):  # and keep that torch
-        done = _pip(venv, "install", "-q", *specs)
+        done = _pip(python_of(venv), "install", "-q", *specs)
         if done.returncode:
             print(done.stdout + done.stderr, file=sys.stderr)
             shutil.rmtree(venv, ignore_errors=True)
