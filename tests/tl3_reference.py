@@ -61,6 +61,7 @@ def battery(model, inputs: dict) -> tuple[dict, dict]:
         record("logits", lambda: model(toks))
         record("loss", lambda: model(toks, return_type="loss"))
         record("both", lambda: tuple(model(toks, return_type="both")))
+        record("both_fields", lambda: list(model(toks, return_type="both")._fields))
         record("none_is_none", lambda: model(toks, return_type=None) is None)
         record("loss_per_token", lambda: model(toks, return_type="loss", loss_per_token=True))
         for stop in (0, 1, -1):
