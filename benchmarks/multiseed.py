@@ -60,7 +60,8 @@ def steps_interleaved(preset, seeds, cfg, chunks: int, chunk: int) -> tuple[list
 
     def sequential(step):
         for m, o, c in zip(solo, optims, cfgs, strict=True):
-            train_step(m, m, o, task, c, step, device, amp)
+            with m.fast_attention():  # as train() runs it
+                train_step(m, m, o, task, c, step, device, amp)
 
     def together(step):
         batched.step(step)

@@ -145,7 +145,9 @@ class Impl:
         return lambda: self.module.hooks(fwd_hooks=[(HOOK, save)])
 
     def steps(self, tokens, targets, n):
-        with self.hook_ctx():
+        # our model trains under fast_attention (as train() does): SDPA unless a pattern hook
+        fast = getattr(self.module, "fast_attention", contextlib.nullcontext)
+        with fast(), self.hook_ctx():
             for _ in range(n):
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
                     logits = self.forward(tokens)

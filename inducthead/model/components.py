@@ -165,7 +165,10 @@ class TransformerBlock(nn.Module):
             q_in = k_in = v_in = self.hook_attn_in(_per_head(resid_pre, cfg.n_heads))
         else:
             q_in = k_in = v_in = resid_pre
-        q_in, k_in, v_in = (self.ln1(x) for x in (q_in, k_in, v_in))
+        if q_in is k_in is v_in:  # one input: normalise it once (TL 3 does it three times)
+            q_in = k_in = v_in = self.ln1(q_in)
+        else:
+            q_in, k_in, v_in = (self.ln1(x) for x in (q_in, k_in, v_in))
         if shortformer_pos_embed is not None:
             # Shortformer: positions enter queries and keys only, never values or the residual.
             q_in = q_in + shortformer_pos_embed

@@ -21,12 +21,14 @@ from transformer_lens.hook_points import HookPoint
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
 from inducthead.model.loss import Output, next_token_loss
+from inducthead.model.text import TextMethods
 from inducthead.model.tl_api import TransformerLensAPI
+from inducthead.model.weight_processing import WeightProcessing
 
 ReturnType = Literal["logits", "loss", "both"] | None
 
 
-class HookedTransformer(TransformerLensAPI, HookedRootModule):
+class HookedTransformer(TextMethods, TransformerLensAPI, WeightProcessing, HookedRootModule):
     """A decoder-only transformer with TransformerLens hook points and weight views.
 
     >>> model = HookedTransformer("demo")             # a preset, or a HookedTransformerConfig
@@ -34,8 +36,19 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
     >>> model.W_Q.shape                               # [n_layers, n_heads, d_model, d_head]
     """
 
-    def __init__(self, cfg: HookedTransformerConfig | dict | str, init: bool = True):
-        """`init=False` skips weight initialisation (the weights are about to be loaded)."""
+    def __init__(
+        self,
+        cfg: HookedTransformerConfig | dict | str,
+        init: bool = True,
+        *,
+        tokenizer=None,
+        default_padding_side: str | None = None,
+    ):
+        """`init=False` skips weight initialisation (the weights are about to be loaded).
+        `tokenizer` / `default_padding_side` go to `set_tokenizer`, as in TL 3 (keyword-only
+        here: TL 3's second positional argument is the tokenizer, ours `init`)."""
+        if not isinstance(init, bool):
+            raise TypeError(f"init must be True or False (pass tokenizer=...), got {init!r}.")
         super().__init__()
         # Our own copy: the model writes `cfg.device`, and presets hand out one config object.
         cfg = copy.deepcopy(resolve_config(cfg))
@@ -56,6 +69,8 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
             self.init_weights()
         self.cfg.device = str(self.embed.W_E.device)
         self.setup()  # names the HookPoints (HookedRootModule)
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer, default_padding_side)
 
     def _apply(self, fn, *args, **kwargs):
         """Keep `cfg.device` and `cfg.dtype` (read by TransformerLens tools) current through
@@ -117,9 +132,14 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
     def validate_tokens(self, tokens) -> Tensor:
         """Return `tokens` as a `[batch, pos]` long tensor, or raise naming what is wrong."""
         if not isinstance(tokens, Tensor):
+            hint = (
+                "pass a string, or ids from model.to_tokens(text)"
+                if self.tokenizer is not None
+                else "this model has no tokenizer (set one with model.set_tokenizer), so encode "
+                "text yourself or use the task generators"
+            )
             raise TypeError(
-                f"tokens must be a torch.Tensor of token ids, got {type(tokens).__name__}. "
-                "This model has no tokenizer: encode text yourself or use the task generators."
+                f"tokens must be a torch.Tensor of token ids, got {type(tokens).__name__}: {hint}."
             )
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must be an integer tensor (torch.long), got {tokens.dtype}.")
@@ -142,7 +162,7 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
                     f"token ids must lie in [0, d_vocab={self.cfg.d_vocab}); "
                     f"got min {lo}, max {hi}."
                 )
-        return tokens.long()
+        return tokens.long().to(self.W_E.device)  # TL 3 moves inputs to the model's device
 
     def _check_loss_targets(self, tokens: Tensor, return_type: str) -> None:
         """The next-token loss needs two tokens and targets the unembedding can score."""
@@ -188,16 +208,10 @@ class HookedTransformer(TransformerLensAPI, HookedRootModule):
             raise ValueError(
                 f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}."
             )
-        if start_at_layer is None:
-            if isinstance(input, (str, list, tuple)):
-                raise TypeError(
-                    "text input needs a tokenizer, and this model has none: pass token ids "
-                    "(a torch.Tensor [batch, pos], e.g. from the task generators)."
-                )
-            tokens = self.validate_tokens(input)
-            if attention_mask is not None:
-                attention_mask = self._check_mask(attention_mask, tokens)
-            resid, shortformer_pos_embed = self.embed_tokens(tokens, attention_mask)
+        if start_at_layer is None:  # text or token ids (inducthead.model.text)
+            resid, tokens, shortformer_pos_embed, attention_mask = self.input_to_embed(
+                input, prepend_bos, padding_side, attention_mask
+            )
         else:
             resid = self._check_residual(input)
             if tokens is not None:
