@@ -55,15 +55,7 @@ def test_transformerlens_4_detect_head_with_a_tokenizer_attached(tmp_path, one_c
     model = _tool_model()
     tokenizer = word_tokenizer(tmp_path / "tok", model.cfg.d_vocab)
     bridge = ih.to_bridge(model, tokenizer=tokenizer).eval()
-    model.tokenizer = tokenizer
-    if not hasattr(model, "to_tokens"):
-        # Stand-in until our tokenizer methods land on this branch (then the model's own
-        # to_tokens runs here): [BOS] + the tokenizer's ids, what TL's to_tokens gives.
-        def to_tokens(text):
-            ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
-            return torch.cat([torch.full((ids.shape[0], 1), tokenizer.bos_token_id), ids], 1)
-
-        model.to_tokens = to_tokens
+    model.tokenizer = tokenizer  # assigned directly, as TL 3 notebooks do (no set_tokenizer)
     order = torch.randperm(model.cfg.d_vocab - 2, generator=torch.Generator().manual_seed(0))
     words = [f"w{i}" for i in order[:9].tolist()]
     text = " ".join(words + words)  # repeated: induction and duplicate-token patterns apply
