@@ -4,7 +4,7 @@
 #                  on 2 CPU cores
 # make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
 # make tl3-venv  : create .venv-tl3 if missing: torch and TransformerLens 3.9, the reference that
-#                  tests/test_tl3_differential.py compares our model with (tests/tl3_env.py;
+#                  tests/test_tl3_*differential.py compare our model with (tests/tl3_env.py;
 #                  without a package registry it says so and the differential tests skip)
 # TORCH_SPEC     : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
 #                  (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.

@@ -1,13 +1,18 @@
-"""The reference side of tests/test_tl3_differential.py, run in `.venv-tl3` (TransformerLens 3.9).
+"""The reference side of the differential tests (test_tl3_differential.py,
+test_tl3_api_differential.py), run in `.venv-tl3` (TransformerLens 3.9).
 
     .venv-tl3/bin/python tests/tl3_reference.py WORK_DIR
 
-WORK_DIR/cases.json lists the cases the test wrote. For each "diff" case this builds TL 3's
-`HookedTransformer` from the case's config, loads the weights of `NAME.weights.safetensors`,
-runs `battery` on the inputs of `NAME.inputs.safetensors` and writes NAME.out.safetensors (every
-tensor) and NAME.out.json (everything else). For each "checkpoint" case it builds a TL 3 model
-with TL's own init, perturbs it, `torch.save`s its state dict, dumps `cfg.to_dict()` as JSON and
-writes its logits, for `inducthead.load_pickle` to load on the other side.
+WORK_DIR/cases.json lists the cases the test wrote (tests/tl3_cases.py). For each "diff" case
+this builds TL 3's `HookedTransformer` from the case's config, loads the weights of
+`NAME.weights.safetensors`, runs each of the case's batteries on the inputs of
+`NAME.inputs.safetensors` ("main": `battery` below; "generate", "processing" and, with a
+"tokenizer" entry, "tokenizer": tests/tl3_batteries.py) and writes NAME[.BATTERY].out.safetensors
+(every tensor) and NAME[.BATTERY].out.json (everything else). The "sampling" case runs TL 3's
+`utils.sample_logits` through `tl3_batteries.sampling_battery`. For each "checkpoint" case it
+builds a TL 3 model with TL's own init, perturbs it, `torch.save`s its state dict, dumps
+`cfg.to_dict()` as JSON and writes its logits, for `inducthead.load_pickle` to load on the other
+side.
 
 `battery` is the same function the test runs on our model: one piece of TL 3 API code, two
 implementations under it. It imports neither TransformerLens nor inducthead, so it runs in both
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from tl3_batteries import generate_battery, processing_battery, sampling_battery, tokenizer_battery
 
 
 def battery(model, inputs: dict) -> tuple[dict, dict]:
@@ -189,6 +195,9 @@ def battery(model, inputs: dict) -> tuple[dict, dict]:
 
 
 # ---------------------------------------------------------------------------- TL 3 side
+failed: dict[str, str] = {}  # case (or case.battery) -> traceback
+
+
 def _json_safe(value):
     if isinstance(value, dict):
         return {k: _json_safe(v) for k, v in value.items()}
@@ -215,16 +224,46 @@ def _diff_case(case: dict, work: Path) -> None:
         raise KeyError(f"{name}: weights TL 3 does not have: {unknown}")
     model.load_state_dict({**theirs, **given}, strict=True)
     model.eval()
+    not_sent = sorted(set(theirs) - set(given))  # what TL has that we do not
     inputs = load_file(str(work / f"{name}.inputs.safetensors"))
-    tensors, info = battery(model, inputs)
-    info["not_sent"] = sorted(set(theirs) - set(given))  # what TL has that we do not
-    info["cfg"] = _json_safe(model.cfg.to_dict())
-    if model.cfg.positional_embedding_type == "alibi":
-        from transformer_lens.components import AbstractAttention
+    for which in case["batteries"]:
+        key = name if which == "main" else f"{name}.{which}"
+        try:
+            if which == "main":
+                tensors, info = battery(model, inputs)
+                info["not_sent"] = not_sent
+                info["cfg"] = _json_safe(model.cfg.to_dict())
+                if model.cfg.positional_embedding_type == "alibi":
+                    from transformer_lens.components import AbstractAttention
 
-        tensors["alibi_multipliers"] = AbstractAttention.create_alibi_multipliers(model.cfg.n_heads)
-    save_file(tensors, str(work / f"{name}.out.safetensors"))
-    (work / f"{name}.out.json").write_text(json.dumps(info))
+                    slopes = AbstractAttention.create_alibi_multipliers(model.cfg.n_heads)
+                    tensors["alibi_multipliers"] = slopes
+            elif which == "generate":
+                tensors, info = generate_battery(model, inputs)
+            else:
+                tensors, info = processing_battery(model, inputs)
+        except Exception:
+            failed[key] = traceback.format_exc()
+            continue
+        _save(work, key, tensors, info)
+    if "tokenizer" in case:  # last: it sets a tokenizer on the model
+        try:
+            tensors, info = tokenizer_battery(model, inputs, *case["tokenizer"])
+            _save(work, f"{name}.tokenizer", tensors, info)
+        except Exception:
+            failed[f"{name}.tokenizer"] = traceback.format_exc()
+
+
+def _sampling_case(case: dict, work: Path) -> None:
+    from transformer_lens.utils import sample_logits
+
+    inputs = load_file(str(work / "sampling.inputs.safetensors"))
+    _save(work, "sampling", *sampling_battery(sample_logits, inputs))
+
+
+def _save(work: Path, key: str, tensors: dict, info: dict) -> None:
+    save_file(tensors, str(work / f"{key}.out.safetensors"))
+    (work / f"{key}.out.json").write_text(json.dumps(_json_safe(info)))
 
 
 def _checkpoint_case(case: dict, work: Path) -> None:
@@ -252,12 +291,13 @@ def main(work: Path) -> int:
     from importlib.metadata import version
 
     meta = {"transformer_lens": version("transformer-lens"), "torch": torch.__version__}
-    meta["failed"] = {}
+    meta["failed"] = failed
+    run = {"diff": _diff_case, "checkpoint": _checkpoint_case, "sampling": _sampling_case}
     for case in json.loads((work / "cases.json").read_text()):
         try:
-            (_diff_case if case["kind"] == "diff" else _checkpoint_case)(case, work)
+            run[case["kind"]](case, work)
         except Exception:
-            meta["failed"][case["name"]] = traceback.format_exc()
+            failed[case["name"]] = traceback.format_exc()
     (work / "reference.json").write_text(json.dumps(meta))
     return 0
 
