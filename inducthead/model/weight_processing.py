@@ -12,7 +12,11 @@ Where TL's result would not compute the same function, we refuse instead (ValueE
 way out): folding a LayerNorm's weight but not its bias, centring what reads an RMS norm, folding
 ln1 into a shortformer model's W_Q/W_K (its positions join after ln1). Bias-free models
 (`use_bias=False`) whose LayerNorm bias is folded get biases (`use_bias=True`): zeros, plus what
-the fold puts there. Shortformer W_pos never reaches the residual stream, so it is not centred.
+the fold puts there. Shortformer W_pos never reaches the residual stream, so it is not centred
+(TL 3.9 centres it, which changes what W_Q/W_K read: its processed shortformer models compute
+another function). `fold_layer_norm` drops the norms it folds, where TL 3.9 keeps them as ones
+and zeros. Otherwise the results are TL 3.9's, tensor for tensor, grouped-query attention
+included (tests/test_tl3_api_differential.py).
 """
 
 from __future__ import annotations
