@@ -221,3 +221,17 @@ def test_the_methods_transformerlens_tools_call():
     assert torch.all(scores[1] == 0) and torch.all(scores[:, :, 0] == 0)
     direction = model.tokens_to_residual_directions(5)
     assert torch.equal(direction, model.W_U[:, 5])
+
+
+def test_hook_shapes_as_transformerlens_3_with_grouped_rotary_keys_and_both_input_switches():
+    """Found by tests/test_tl3_differential.py: TL 3 rotates keys before repeating them for the
+    query heads, and runs hook_attn_in when use_split_qkv_input is on too."""
+    model = ih.HookedTransformer(
+        tiny_config(n_key_value_heads=2, positional_embedding_type="rotary")
+    )
+    _, cache = model.run_with_cache(_tokens(model.cfg))
+    assert cache["blocks.0.attn.hook_rot_k"].shape == cache["blocks.0.attn.hook_k"].shape
+    assert cache["blocks.0.attn.hook_rot_k"].shape == (3, 24, 2, 8)
+    model = ih.HookedTransformer(tiny_config(use_split_qkv_input=True, use_attn_in=True))
+    _, cache = model.run_with_cache(_tokens(model.cfg))
+    assert cache["blocks.1.hook_attn_in"].shape == cache["blocks.1.hook_q_input"].shape

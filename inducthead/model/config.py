@@ -85,7 +85,7 @@ class HookedTransformerConfig:
     use_attn_result: bool = False
     use_split_qkv_input: bool = False
     rotary_dim: int | None = None
-    rotary_base: int = 10000
+    rotary_base: int | float = 10000  # TL 3 configs made from Hugging Face ones hold floats
     rotary_adjacent_pairs: bool = False
     seed: int | None = None
     initializer_range: float = -1.0
@@ -183,7 +183,7 @@ class HookedTransformerConfig:
                     f"HookedTransformerConfig.rotary_dim must be an even int in [2, d_head="
                     f"{self.d_head}], got {self.rotary_dim!r}."
                 )
-            _check_positive_int("rotary_base", self.rotary_base)
+            _check_positive_float("rotary_base", self.rotary_base)
 
         if self._positions_need("relative_window", "relative"):
             if self.relative_window is None:

@@ -20,7 +20,7 @@ from transformer_lens.hook_points import HookPoint
 
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
-from inducthead.model.loss import next_token_loss
+from inducthead.model.loss import Output, next_token_loss
 from inducthead.model.text import TextMethods
 from inducthead.model.tl_api import TransformerLensAPI
 from inducthead.model.weight_processing import WeightProcessing
@@ -232,7 +232,7 @@ class HookedTransformer(TextMethods, TransformerLensAPI, WeightProcessing, Hooke
         if return_type == "logits":
             return logits
         loss = next_token_loss(logits, tokens, loss_per_token, attention_mask)
-        return loss if return_type == "loss" else (logits, loss)
+        return loss if return_type == "loss" else Output(logits, loss)  # TL 3's named tuple
 
     def embed_tokens(
         self, tokens: Tensor, attention_mask: Tensor | None = None
