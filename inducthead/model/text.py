@@ -64,6 +64,24 @@ def _prepends_bos(tokenizer) -> bool:
     return len(ids) > 1 and ids[0] in leading
 
 
+def load_named_tokenizer(name: str):
+    """`transformers.AutoTokenizer.from_pretrained(name)` (a hub name or a local directory), for
+    a config's `tokenizer_name` as TL 3 loads it; where it cannot be loaded (offline, a typo) a
+    one-line warning says so and None is returned: the model works on token ids without one."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, missing files: all say so
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        warnings.warn(
+            f"cfg.tokenizer_name {name!r}: could not load that tokenizer ({first}); the model "
+            "has none (token ids work; call model.set_tokenizer(tok) for text).",
+            stacklevel=3,
+        )
+        return None
+
+
 class TextMethods(GenerateMixin):
     """Mixed into `HookedTransformer` (which provides `cfg`, `tokenizer`, `device`,
     `validate_tokens`, `_check_mask` and `embed_tokens`)."""
