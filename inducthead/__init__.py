@@ -2,10 +2,11 @@
 
 Data flows one way, and the subpackages follow it (README, "Architecture"):
 config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir (`runs`) ->
-`analysis` (detect) -> `causal` (verify); `sweep` and `cli` sit on top.
+`analysis` (detect) -> `causal` (verify); `dynamics` reads checkpoints over time; `sweep` and
+`cli` sit on top.
 """
 
-from inducthead import presets, tasks
+from inducthead import dynamics, presets, tasks
 from inducthead._version import __version__
 from inducthead.analysis import (
     DetectionReport,
@@ -30,6 +31,7 @@ from inducthead.causal import (
     path_patch,
     verify,
 )
+from inducthead.dynamics import Trajectory
 from inducthead.model import HookedTransformer, HookedTransformerConfig, to_bridge
 from inducthead.recipe import TrainConfig
 from inducthead.runs import Run, load, load_pickle, load_pretrained
@@ -71,4 +73,6 @@ __all__ = [
     "path_patch",
     "clamp",
     "emergence_step",
+    "dynamics",
+    "Trajectory",
 ]

@@ -5,6 +5,7 @@
 
     bridge = ih.load_pretrained(tiny_gpt2(tmp_path / "gpt2"))   # a 2-layer GPT-2 directory
     tokenizer = word_tokenizer(tmp_path / "tok", 64)           # "<bos>" "<unk>" "w0" ... "w61"
+    files = synthetic_trajectory(tmp_path / "synthetic")      # checkpoints with a known answer
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["tiny_gpt2", "word_tokenizer"]
+__all__ = ["tiny_gpt2", "word_tokenizer", "synthetic_trajectory"]
 
 
 def word_tokenizer(path: str | Path, vocab: int):
@@ -69,3 +70,32 @@ def tiny_gpt2(
                 p.add_(torch.randn_like(p) * 0.3)
     model.save_pretrained(path)
     return path
+
+
+def synthetic_trajectory(
+    path: str | Path,
+    s0: int = 100,
+    steps=tuple(range(0, 201, 10)),
+    ramp: int = 20,
+    d_vocab: int = 24,
+    n_ctx: int = 64,
+) -> list[Path]:
+    """Checkpoint files of a trajectory with known structure: the hand-built induction circuit
+    (`inducthead.model.induction_circuit`) whose layer-1 key weights are scaled by
+    alpha(step) = clip((step - s0) / ramp, 0, 1). Before `s0` layer 1 attends uniformly (no
+    induction), by s0 + ramp the circuit is complete; the weights move along one direction only,
+    so a weight PCA finds one component and the updates span one dimension. Written to
+    `path/step_XXXXXXXX.safetensors`; returns the files in step order."""
+    from inducthead.model import induction_circuit
+    from inducthead.runs.checkpoint import checkpoint_name, write_checkpoint
+
+    path = Path(path)
+    model, _ = induction_circuit(d_vocab=d_vocab, n_ctx=n_ctx)
+    full = [b.attn.W_K.detach().clone() for b in model.blocks]
+    files = []
+    for step in steps:
+        alpha = min(1.0, max(0.0, (step - s0) / ramp))
+        with torch.no_grad():
+            model.blocks[1].attn.W_K.copy_(alpha * full[1])
+        files.append(write_checkpoint(path / checkpoint_name(step), model, step=step))
+    return files

@@ -19,6 +19,7 @@ RESULTS = BENCHMARKS / "RESULTS.md"
 EXPECTED = {
     "demo_emergence": [r"\| seed \| step reached \|", r"worst seed reaches both scores"],
     "detect_speed": [r"\| speed-up vs detect_head \|", r"\| \d+\.\dx \| \d\.\de[+-]\d+ \|"],
+    "dynamics": [r"\| Trajectory.head_scores \| \d", r"trajectory / naive throughput: \d+\.\d\dx"],
     "detect_thresholds": [r"\| model \| max prefix matching", r"Untrained maxima: prefix matching"],
     "multiseed": [r"\| together speedup", r"- training steps, interleaved: \d+\.\d\dx \(goal"],
     "train_throughput": [r"\| hooks \| implementation \|", r"ours ÷ plain SDPA = \d+\.\d\d"],
