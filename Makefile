@@ -3,6 +3,9 @@
 # make test-fast : the same without the tests marked slow (pytest -m "not slow"): under a minute
 #                  on 2 CPU cores
 # make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
+# make tl3-venv  : create .venv-tl3 if missing: torch and TransformerLens 3.9, the reference that
+#                  tests/test_tl3_*differential.py compare our model with (tests/tl3_env.py;
+#                  without a package registry it says so and the differential tests skip)
 # TORCH_SPEC     : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
 #                  (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.
 PYTHON     ?= python3
@@ -12,7 +15,7 @@ WHEELS     ?= /opt/wheels
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
-.PHONY: setup demo test test-fast lint format bench assets clean
+.PHONY: setup demo test test-fast lint format bench assets clean tl3-venv
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ]; then \
@@ -35,7 +38,11 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/inducthead demo --device cpu
 
-test: lint
+# exit status 3: no package registry to install from (tests/tl3_env.py); the tests then skip
+tl3-venv:
+	@WHEELS=$(WHEELS) $(PYTHON) tests/tl3_env.py || [ $$? -eq 3 ]
+
+test: lint tl3-venv
 	$(BIN)/python -m pytest -q
 
 test-fast: lint
@@ -55,4 +62,4 @@ assets: setup
 	$(BIN)/python assets/build.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .venv-tl3 .pytest_cache .ruff_cache runs

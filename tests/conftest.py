@@ -54,3 +54,14 @@ def demo_model() -> ih.HookedTransformer:
 def tiny_gpt2_dir(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 made with `transformers`, saved with its tokenizer to a temp directory."""
     return tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tl3_reference(tmp_path_factory):
+    """What TransformerLens 3.9 computed on every case of tests/tl3_cases.py: one subprocess in
+    `.venv-tl3` for the session, shared by test_tl3_differential.py and
+    test_tl3_api_differential.py (which skip at import when the venv cannot be made)."""
+    import tl3_cases
+
+    yield tl3_cases.run_reference(tmp_path_factory.mktemp("tl3"))
+    tl3_cases.write_report()

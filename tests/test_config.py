@@ -171,3 +171,22 @@ def test_tl3_settings_that_change_the_function_are_refused_by_name():
     ]:
         with pytest.raises(ValueError, match=f"{key}={value!r}.*does not implement"):
             HookedTransformerConfig.from_dict({**base, key: value})
+
+
+def test_tl3_values_that_cannot_change_the_function_load_and_those_that_do_are_named():
+    """Found by tests/test_tl3_differential.py against TL 3.9's own cfg.to_dict()."""
+    base = dict(n_layers=1, d_model=8, n_ctx=8, d_head=4, d_vocab=5)
+    rotary = dict(base, positional_embedding_type="rotary", rotary_base=5000.0)  # from HF: float
+    assert HookedTransformerConfig.from_dict(rotary).rotary_base == 5000.0
+    with pytest.raises(ValueError, match="rotary_base"):
+        HookedTransformerConfig.from_dict({**rotary, "rotary_base": -1.0})
+    # TL 3.9 builds post-norm blocks and QK norms for these architectures
+    with pytest.raises(ValueError, match="original_architecture='Olmo2ForCausalLM'"):
+        HookedTransformerConfig.from_dict({**base, "original_architecture": "Olmo2ForCausalLM"})
+    assert HookedTransformerConfig.from_dict({**base, "original_architecture": "GPT2LMHeadModel"})
+    # read by TL 3 only with local attention (off), or only by its encoder-decoder models
+    inert = dict(window_size=8, attn_types=["global"], rotary_base_local=1e6,
+                 decoder_start_token_id=0, relative_attention_num_buckets=32)  # fmt: skip
+    assert HookedTransformerConfig.from_dict({**base, **inert}).n_heads == 2
+    with pytest.raises(ValueError, match="use_local_attn=True.*window_size=8"):
+        HookedTransformerConfig.from_dict({**base, **inert, "use_local_attn": True})

@@ -180,8 +180,18 @@ def test_reading_for_analysis_opens_only_the_model_tensors(tmp_path, monkeypatch
     assert read and all(n.startswith("model/") for n in read)
     assert not any(k.startswith(("optim", "rng")) for k in state)
     read.clear()
-    read_model_state(path)  # verify=True hashes every tensor, one at a time
-    assert any(n.startswith("optim/") for n in read)
+    read_model_state(path)  # verify=True hashes every tensor's bytes from the memory map ...
+    assert read and all(n.startswith("model/") for n in read)  # ... and materialises none else
+
+
+def test_the_streamed_hash_is_the_checkpoint_content_hash(tmp_path):
+    from inducthead.runs.checkpoint import _mapped_digest, read_checkpoint, tensor_digest
+
+    path = _full_checkpoint(tmp_path / "step_00000000.safetensors")
+    tensors, meta = read_checkpoint(path)
+    dtypes = {t.dtype for t in tensors.values()}
+    assert {torch.float32, torch.uint8} <= dtypes and any(t.dim() == 0 for t in tensors.values())
+    assert _mapped_digest(path) == tensor_digest(tensors) == meta["sha256"]
 
 
 def test_a_damaged_optimizer_tensor_fails_the_hash_unless_verification_is_skipped(tmp_path):

@@ -221,3 +221,81 @@ def test_the_methods_transformerlens_tools_call():
     assert torch.all(scores[1] == 0) and torch.all(scores[:, :, 0] == 0)
     direction = model.tokens_to_residual_directions(5)
     assert torch.equal(direction, model.W_U[:, 5])
+
+
+def test_hook_shapes_as_transformerlens_3_with_grouped_rotary_keys_and_both_input_switches():
+    """Found by tests/test_tl3_differential.py: TL 3 rotates keys before repeating them for the
+    query heads, and runs hook_attn_in when use_split_qkv_input is on too."""
+    model = ih.HookedTransformer(
+        tiny_config(n_key_value_heads=2, positional_embedding_type="rotary")
+    )
+    _, cache = model.run_with_cache(_tokens(model.cfg))
+    assert cache["blocks.0.attn.hook_rot_k"].shape == cache["blocks.0.attn.hook_k"].shape
+    assert cache["blocks.0.attn.hook_rot_k"].shape == (3, 24, 2, 8)
+    model = ih.HookedTransformer(tiny_config(use_split_qkv_input=True, use_attn_in=True))
+    _, cache = model.run_with_cache(_tokens(model.cfg))
+    assert cache["blocks.1.hook_attn_in"].shape == cache["blocks.1.hook_q_input"].shape
+
+
+def test_an_arena_cell_that_builds_a_model_from_a_config_runs_unchanged(tmp_path):
+    """ARENA 1.2's induction-head cell (its keywords, smaller sizes): tokenizer_name is loaded as
+    TL 3 loads it (here a local directory: no hub), TL 3 keywords the constructor does not need
+    are taken, and the cell's next lines (state dict in, to_str_tokens, run_with_cache) work."""
+    from inducthead.testing import word_tokenizer
+
+    word_tokenizer(tmp_path / "tok", 40)
+    cfg = ih.HookedTransformerConfig(
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_layers=2,
+        n_ctx=64,
+        d_vocab=40,
+        attention_dir="causal",
+        attn_only=True,  # TL 3 fills in d_mlp = 4 d_model for these: dropped, as from_dict does
+        d_mlp=128,
+        tokenizer_name=str(tmp_path / "tok"),
+        seed=398,
+        use_attn_result=True,
+        normalization_type=None,
+        positional_embedding_type="shortformer",
+        device="cpu",
+        dtype=torch.float32,
+        n_devices=1,
+    )
+    assert cfg.tokenizer_name == str(tmp_path / "tok") and "tokenizer_name" not in cfg.to_dict()
+    model = ih.HookedTransformer(cfg)
+    model.load_state_dict(perturbed(ih.HookedTransformer(cfg)).state_dict())
+    assert model.tokenizer is not None and model.cfg.device == "cpu"
+    text = "w3 w4 w5 w3 w4 w5"
+    assert model.to_str_tokens(text) == ["<bos>", *text.split()]
+    logits, cache = model.run_with_cache(text, remove_batch_dim=True)
+    assert logits.shape == (1, 7, 40) and cache["pattern", 1].shape == (4, 7, 7)
+
+
+def test_a_config_keyword_that_changes_the_function_is_refused_and_typos_are_type_errors():
+    with pytest.raises(ValueError, match="parallel_attn_mlp=True"):
+        ih.HookedTransformerConfig(
+            n_layers=1, d_model=16, n_ctx=8, d_head=8, parallel_attn_mlp=True
+        )
+    with pytest.raises(TypeError, match="n_layer"):
+        ih.HookedTransformerConfig(n_layer=1, d_model=16, n_ctx=8, d_head=8)
+
+
+def test_a_tokenizer_name_that_cannot_be_loaded_warns_and_leaves_ids_working(tmp_path):
+    cfg = ih.HookedTransformerConfig(
+        n_layers=1, d_model=16, n_ctx=8, d_head=8, d_vocab=20, tokenizer_name=str(tmp_path / "no")
+    )
+    with pytest.warns(UserWarning, match="could not load that tokenizer") as caught:
+        model = ih.HookedTransformer(cfg)
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert model.tokenizer is None and model(torch.tensor([[1, 2, 3]])).shape == (1, 3, 20)
+
+
+def test_a_model_is_built_on_the_device_and_dtype_its_config_names():
+    cfg = ih.HookedTransformerConfig(
+        n_layers=1, d_model=16, n_ctx=8, d_head=8, d_vocab=20, device="meta", dtype=torch.float64
+    )
+    model = ih.HookedTransformer(cfg)
+    assert model.embed.W_E.device.type == "meta" and model.embed.W_E.dtype == torch.float64
+    assert model.cfg.device == "meta" and model.cfg.dtype == torch.float64

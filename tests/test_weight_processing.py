@@ -372,3 +372,18 @@ def test_processed_model_saves_and_loads(tmp_path):
     assert loaded.cfg.normalization_type == "LNPre" and loaded.cfg.use_bias
     toks = tokens()
     torch.testing.assert_close(loaded(toks), model(toks), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("norm", ["LN", "RMS", None])
+def test_grouped_query_attention(norm, one_cpu_thread):
+    """GQA's shared key/value heads are `_W_K`, `_b_K`, `_W_V`, `_b_V`: ln1 folds into them and
+    `_b_V` (each query head's, repeated as in the forward pass) into b_O; refactoring, which
+    needs a W_K per head, is refused."""
+    model = make(normalization_type=norm, n_key_value_heads=2)
+    toks = tokens()
+    before = log_probs(model, toks)
+    process(model)
+    torch.testing.assert_close(log_probs(model, toks), before, atol=1e-9, rtol=0)
+    assert not model.blocks[0].attn._b_V.any()
+    with pytest.raises(ValueError, match="grouped-query"):
+        model.refactor_factored_attn_matrices(model.state_dict())

@@ -184,11 +184,12 @@ class Attention(nn.Module):
         if self.n_kv_heads != self.cfg.n_heads and self.cfg.ungroup_grouped_query_attention:
             k, v = self._grouped(k), self._grouped(v)
         k, v = self.hook_k(k), self.hook_v(v)
-        k, v = self._grouped(k), self._grouped(v)  # one key/value per query head
         if self.cfg.positional_embedding_type == "rotary":
+            # before grouping: hook_rot_k has the key heads hook_k has, as in TL 3
             positions = None if attention_mask is None else offset_positions(attention_mask)
             q = self.hook_rot_q(self.rotate(q, positions))
             k = self.hook_rot_k(self.rotate(k, positions))
+        k, v = self._grouped(k), self._grouped(v)  # one key/value per query head
         n_pos = q.shape[1]
         bias = self.position_bias(n_pos, n_pos, q.device)
         allowed = self._allowed(n_pos, q.device, attention_mask)  # None: plain causal

@@ -155,6 +155,8 @@ class TransformerBlock(nn.Module):
         if per_head and shortformer_pos_embed is not None:
             shortformer_pos_embed = shortformer_pos_embed.unsqueeze(2)
         if cfg.use_split_qkv_input:
+            if cfg.use_attn_in:  # TL 3 runs hook_attn_in too (its value then feeds nothing)
+                self.hook_attn_in(_per_head(resid_pre, cfg.n_heads))
             kv_heads = self.attn.n_kv_heads if not cfg.ungroup_grouped_query_attention else None
             q_in = self.hook_q_input(_per_head(resid_pre, cfg.n_heads))
             k_in = self.hook_k_input(_per_head(resid_pre, kv_heads or cfg.n_heads))

@@ -85,7 +85,7 @@ class HookedTransformerConfig:
     use_attn_result: bool = False
     use_split_qkv_input: bool = False
     rotary_dim: int | None = None
-    rotary_base: int = 10000
+    rotary_base: int | float = 10000  # TL 3 configs made from Hugging Face ones hold floats
     rotary_adjacent_pairs: bool = False
     seed: int | None = None
     initializer_range: float = -1.0
@@ -114,6 +114,7 @@ class HookedTransformerConfig:
         # current when it moves or changes dtype.
         self.device: str | None = None
         self.dtype = torch.float32
+        self.tokenizer_name: str | None = None  # TL 3's: the tokenizer the model loads
         # TL 3's count of "hidden weight" parameters (attention and MLP matrices only)
         mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
         self.n_params = self.n_layers * (4 * self.d_model * self.d_head * self.n_heads + mlp)
@@ -183,7 +184,7 @@ class HookedTransformerConfig:
                     f"HookedTransformerConfig.rotary_dim must be an even int in [2, d_head="
                     f"{self.d_head}], got {self.rotary_dim!r}."
                 )
-            _check_positive_int("rotary_base", self.rotary_base)
+            _check_positive_float("rotary_base", self.rotary_base)
 
         if self._positions_need("relative_window", "relative"):
             if self.relative_window is None:
@@ -315,6 +316,32 @@ class HookedTransformerConfig:
     def hash(self) -> str:
         """Short content hash of the architecture (stored in checkpoint metadata)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+_FIELDS_INIT = HookedTransformerConfig.__init__
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig))
+
+
+def _init_taking_tl3_keywords(self, *args, **kwargs) -> None:
+    """The constructor takes TransformerLens 3's keywords as `from_dict` takes its dicts, so a
+    TL 3 / ARENA cell `HookedTransformerConfig(..., tokenizer_name=..., device=...)` runs
+    unchanged: settings that change the function and that we do not implement are refused by
+    name, the rest dropped, except three TL 3's HookedTransformer acts on, kept as runtime
+    attributes (not part of the architecture): `tokenizer_name` (the model loads that
+    tokenizer), `device` and `dtype` (the model is built there)."""
+    tl3 = {k: kwargs.pop(k) for k in list(kwargs) if k not in _FIELD_NAMES and k in TL3_KEYS}
+    if tl3:
+        kept = tl3_normalised({**kwargs, **tl3})  # raises on what changes the function
+        kwargs = {k: v for k, v in kept.items() if k in _FIELD_NAMES}
+    _FIELDS_INIT(self, *args, **kwargs)  # unknown keywords: Python's own TypeError, by name
+    self.tokenizer_name = tl3.get("tokenizer_name")
+    if tl3.get("device") is not None:
+        self.device = str(tl3["device"])
+    if isinstance(tl3.get("dtype"), torch.dtype):
+        self.dtype = tl3["dtype"]
+
+
+HookedTransformerConfig.__init__ = _init_taking_tl3_keywords
 
 
 def _check_positive_int(name: str, value: Any) -> None:

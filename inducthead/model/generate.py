@@ -6,6 +6,13 @@ generated so far, so `n` new tokens cost `n` forward passes of growing length (q
 length, where TL 3's cache makes each step one position). The models here are small, and the
 forward is the model's own: hooks attached with `model.hooks(...)` see every step, and a step's
 logits are exactly those `model(tokens)` gives.
+
+The result is TL 3.9's `generate(..., use_past_kv_cache=False)`, token for token and, under the
+same `torch.manual_seed`, draw for draw (tests/test_tl3_api_differential.py). TL 3.9's default,
+its KV cache, agrees on rotary and ALiBi models, but from token ids without a tokenizer it
+offsets standard and shortformer positions by the cache length (other tokens from the second
+new one on, then an error) and fails with ungroup_grouped_query_attention; and a cache cannot
+be exact for bidirectional attention.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from transformer_lens.hook_points import HookPoint
 
 from inducthead.model.components import Embed, PosEmbed, TransformerBlock, Unembed, make_norm
 from inducthead.model.config import HookedTransformerConfig, resolve_config
-from inducthead.model.loss import next_token_loss
-from inducthead.model.text import TextMethods
+from inducthead.model.loss import Output, next_token_loss
+from inducthead.model.text import TextMethods, load_named_tokenizer
 from inducthead.model.tl_api import TransformerLensAPI
 from inducthead.model.weight_processing import WeightProcessing
 
@@ -67,8 +67,15 @@ class HookedTransformer(TextMethods, TransformerLensAPI, WeightProcessing, Hooke
         self.unembed = Unembed(cfg)
         if cfg.init_weights and init:
             self.init_weights()
+        # TL 3: the model is built on cfg.device in cfg.dtype (set by the config's `device=` /
+        # `dtype=`, or the config of a model already moved); by default float32 on the CPU
+        device, dtype = cfg.device, cfg.dtype
+        if dtype != torch.float32 or device is not None:
+            self.to(device=device, dtype=dtype)
         self.cfg.device = str(self.embed.W_E.device)
         self.setup()  # names the HookPoints (HookedRootModule)
+        if tokenizer is None and cfg.tokenizer_name is not None:
+            tokenizer = load_named_tokenizer(cfg.tokenizer_name)  # as TL 3 does (None: warned)
         if tokenizer is not None:
             self.set_tokenizer(tokenizer, default_padding_side)
 
@@ -232,7 +239,7 @@ class HookedTransformer(TextMethods, TransformerLensAPI, WeightProcessing, Hooke
         if return_type == "logits":
             return logits
         loss = next_token_loss(logits, tokens, loss_per_token, attention_mask)
-        return loss if return_type == "loss" else (logits, loss)
+        return loss if return_type == "loss" else Output(logits, loss)  # TL 3's named tuple
 
     def embed_tokens(
         self, tokens: Tensor, attention_mask: Tensor | None = None

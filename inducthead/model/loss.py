@@ -3,8 +3,17 @@ share (TransformerLens's language-modelling loss, computed in float32)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class Output(NamedTuple):
+    """`forward(..., return_type="both")`: `(logits, loss)`, named as in TransformerLens 3."""
+
+    logits: Tensor
+    loss: Tensor
 
 
 def token_nll(logits: Tensor, targets: Tensor) -> Tensor:

@@ -8,8 +8,12 @@ TL 3's semantics, with these differences:
 - `set_tokenizer` keeps the tokenizer it is given. TL 3 reloads it from its `name_or_path` with
   `add_bos_token=True` (a hub or disk access, and a different object from the one passed); we
   insert the BOS id ourselves when the tokenizer does not, which gives the same ids.
-  `cfg.tokenizer_prepends_bos` is read off `encode("a")` (TL 4's test: TL 3's `encode("")`
-  takes a tokenizer that appends EOS for one that prepends BOS).
+  `cfg.tokenizer_prepends_bos` is read off `encode("a")` of the tokenizer given (TL 4's test:
+  TL 3's `encode("")` takes a tokenizer that appends EOS for one that prepends BOS), so it is
+  False for a tokenizer that adds no BOS, where TL 3 records True for its reloaded one.
+- Truncation (`truncate=True`) keeps `n_ctx` tokens after BOS handling. TL 3 truncates what its
+  reloaded tokenizer gives, BOS included, and only then removes a BOS it was asked not to
+  prepend: with `prepend_bos=False` its long texts come out `n_ctx - 1` tokens long.
 - Padding is ours (after BOS handling), so for text input we know exactly which positions are
   padding: a left-padded batch gets that mask, where TL 3 re-derives it from the pad id
   (`padding_mask`, its `get_attention_mask` rule), which differs only where a real token at the
@@ -58,6 +62,24 @@ def _prepends_bos(tokenizer) -> bool:
     ids = tokenizer.encode("a")
     leading = {tokenizer.bos_token_id, getattr(tokenizer, "cls_token_id", None)} - {None}
     return len(ids) > 1 and ids[0] in leading
+
+
+def load_named_tokenizer(name: str):
+    """`transformers.AutoTokenizer.from_pretrained(name)` (a hub name or a local directory), for
+    a config's `tokenizer_name` as TL 3 loads it; where it cannot be loaded (offline, a typo) a
+    one-line warning says so and None is returned: the model works on token ids without one."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, missing files: all say so
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        warnings.warn(
+            f"cfg.tokenizer_name {name!r}: could not load that tokenizer ({first}); the model "
+            "has none (token ids work; call model.set_tokenizer(tok) for text).",
+            stacklevel=3,
+        )
+        return None
 
 
 class TextMethods(GenerateMixin):
@@ -144,7 +166,9 @@ class TextMethods(GenerateMixin):
         if not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text input must be a string or a non-empty list of strings.")
         leading = {tok.bos_token_id, getattr(tok, "cls_token_id", None)} - {None}
-        adds_bos = self.cfg.tokenizer_prepends_bos
+        adds_bos = getattr(self.cfg, "tokenizer_prepends_bos", None)
+        if adds_bos is None:  # `model.tokenizer = tok` assigned directly, as TL 3 allows
+            adds_bos = _prepends_bos(tok)
         rows = []
         for row in tok(texts)["input_ids"]:
             row = list(row)
@@ -177,8 +201,9 @@ class TextMethods(GenerateMixin):
     ) -> Tensor:
         """Text to token ids `[batch, pos]` (batch 1 for a string), as TL 3: BOS prepended when
         `prepend_bos` (default `cfg.default_prepend_bos`), shorter strings padded with the pad id
-        on `padding_side` (default `tokenizer.padding_side`), cut to `n_ctx` when `truncate`.
-        Pass `prepend_bos=False` for a fragment of a longer prompt."""
+        on `padding_side` (default `tokenizer.padding_side`), cut to `n_ctx` when `truncate`
+        (TL 3: `n_ctx - 1` with prepend_bos=False, see the module docstring). Pass
+        `prepend_bos=False` for a fragment of a longer prompt."""
         tokens, _ = self._tokenize(input, prepend_bos, padding_side, truncate)
         return tokens.to(self.device) if move_to_device else tokens
 

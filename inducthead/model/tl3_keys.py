@@ -29,6 +29,10 @@ TL3_IGNORED = frozenset(
         "tie_word_embeddings",
         "uses_rms_norm",
         "quantization_method",
+        # read only by TL 3's encoder-decoder (T5) components, never by its HookedTransformer
+        "decoder_start_token_id",
+        "relative_attention_max_distance",
+        "relative_attention_num_buckets",
     ]
 )
 
@@ -53,9 +57,6 @@ TL3_UNSUPPORTED: dict[str, Any] = {
     "NTK_by_parts_high_freq_factor": None,
     "NTK_original_ctx_len": None,
     "use_normalization_before_and_after": False,
-    "relative_attention_max_distance": None,
-    "relative_attention_num_buckets": None,
-    "decoder_start_token_id": None,
     "num_experts": None,
     "experts_per_token": None,
     "norm_topk_prob": False,
@@ -80,7 +81,20 @@ _ONLY_WITH = {
     **{name: "use_NTK_by_parts_rope" for name in TL3_UNSUPPORTED if name.startswith("NTK_")},
     **{name: "use_yarn_rope" for name in TL3_UNSUPPORTED if name.startswith("yarn_")},
     "norm_topk_prob": "num_experts",
+    # TL 3 reads these only in blocks whose attn_type is "local", i.e. with use_local_attn
+    "window_size": "use_local_attn",
+    "attn_types": "use_local_attn",
+    "rotary_base_local": "use_local_attn",
     "train_seq_length": "use_logn_attn",
+}
+
+# Ignored keys some of whose values change what TL 3's HookedTransformer computes: TL 3.9 gives
+# these architectures post-norm blocks and QK norms (`TransformerBlock`, `AbstractAttention`).
+# Refused by name at those values; any other value is dropped.
+TL3_REFUSED_VALUES: dict[str, frozenset] = {
+    "original_architecture": frozenset(
+        ["Olmo2ForCausalLM", "Olmo3ForCausalLM", "OlmoeForCausalLM"]
+    ),
 }
 
 TL3_KEYS = TL3_IGNORED | TL3_UNSUPPORTED.keys()
@@ -109,6 +123,9 @@ def check_tl3_keys(d: dict[str, Any]) -> None:
         if switch is not None and not d.get(switch):
             continue  # a parameter of a feature that is off
         bad.append(f"{name}={d[name]!r} (supported: {default!r})")
+    for name, values in TL3_REFUSED_VALUES.items():
+        if isinstance(d.get(name), str) and d[name] in values:
+            bad.append(f"{name}={d[name]!r} (post-norm blocks and QK norms in TL 3)")
     if bad:
         raise ValueError(
             "HookedTransformerConfig.from_dict: TransformerLens setting(s) "

@@ -12,7 +12,11 @@ Where TL's result would not compute the same function, we refuse instead (ValueE
 way out): folding a LayerNorm's weight but not its bias, centring what reads an RMS norm, folding
 ln1 into a shortformer model's W_Q/W_K (its positions join after ln1). Bias-free models
 (`use_bias=False`) whose LayerNorm bias is folded get biases (`use_bias=True`): zeros, plus what
-the fold puts there. Shortformer W_pos never reaches the residual stream, so it is not centred.
+the fold puts there. Shortformer W_pos never reaches the residual stream, so it is not centred
+(TL 3.9 centres it, which changes what W_Q/W_K read: its processed shortformer models compute
+another function). `fold_layer_norm` drops the norms it folds, where TL 3.9 keeps them as ones
+and zeros. Otherwise the results are TL 3.9's, tensor for tensor, grouped-query attention
+included (tests/test_tl3_api_differential.py).
 """
 
 from __future__ import annotations
@@ -32,13 +36,22 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # ------------------------------------------------------------------ where each weight sits
+def _qkv(cfg: HookedTransformerConfig, kind: str, x: str) -> str:
+    """The parameter name of W_/b_ Q, K or V: grouped-query attention's shared key/value heads
+    are `_W_K`, `_b_K`, `_W_V`, `_b_V` [n_key_value_heads, ...] (TL 3's names)."""
+    return f"_{kind}_{x}" if cfg.n_key_value_heads is not None and x in "KV" else f"{kind}_{x}"
+
+
 def _norm_readers(cfg: HookedTransformerConfig) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     """Each norm and the (weight, bias) pairs that read its output; every such weight has
     d_model on axis -2 (`W_Q[h]` is [d_model, d_head], `W_in` [d_model, d_mlp], `W_U`
     [d_model, d_vocab_out])."""
     for l in range(cfg.n_layers):
         attn = f"blocks.{l}.attn"
-        yield f"blocks.{l}.ln1", [(f"{attn}.W_{x}", f"{attn}.b_{x}") for x in "QKV"]
+        yield (
+            f"blocks.{l}.ln1",
+            [(f"{attn}.{_qkv(cfg, 'W', x)}", f"{attn}.{_qkv(cfg, 'b', x)}") for x in "QKV"],
+        )
         if not cfg.attn_only:
             yield f"blocks.{l}.ln2", [(f"blocks.{l}.mlp.W_in", f"blocks.{l}.mlp.b_in")]
     yield "ln_final", [("unembed.W_U", "unembed.b_U")]
@@ -60,8 +73,10 @@ def _bias_shapes(cfg: HookedTransformerConfig) -> dict[str, tuple[int, ...]]:
     """Every bias a `use_bias=True` model has, and its shape."""
     h, d, m = cfg.n_heads, cfg.d_head, cfg.d_model
     shapes: dict[str, tuple[int, ...]] = {"unembed.b_U": (cfg.d_vocab_out,)}
+    kv = cfg.n_key_value_heads or h
     for l in range(cfg.n_layers):
-        shapes.update({f"blocks.{l}.attn.b_{x}": (h, d) for x in "QKV"})
+        attn = f"blocks.{l}.attn"
+        shapes.update({f"{attn}.{_qkv(cfg, 'b', x)}": (h if x == "Q" else kv, d) for x in "QKV"})
         shapes[f"blocks.{l}.attn.b_O"] = (m,)
         if not cfg.attn_only:
             shapes.update({f"blocks.{l}.mlp.b_in": (cfg.d_mlp,), f"blocks.{l}.mlp.b_out": (m,)})
@@ -193,13 +208,18 @@ def fold_value_biases(state_dict: StateDict, cfg: HookedTransformerConfig) -> St
     are unchanged; `hook_v`, `hook_z` and `hook_result` lose the constant. No-op without biases.
     """
     sd = dict(state_dict)
+    key = _qkv(cfg, "b", "V")
     for l in range(cfg.n_layers):
         attn = f"blocks.{l}.attn"
-        b_V = sd.get(f"{attn}.b_V")
+        b_V = sd.get(f"{attn}.{key}")
         if b_V is None:
             continue
-        sd[f"{attn}.b_O"] = sd[f"{attn}.b_O"] + torch.einsum("hd,hdm->m", b_V, sd[f"{attn}.W_O"])
-        sd[f"{attn}.b_V"] = torch.zeros_like(b_V)
+        # grouped-query attention: query head h reads value head h // (n_heads / n_kv), as TL 3
+        per_head = b_V.repeat_interleave(cfg.n_heads // b_V.shape[0], dim=0)
+        sd[f"{attn}.b_O"] = sd[f"{attn}.b_O"] + torch.einsum(
+            "hd,hdm->m", per_head, sd[f"{attn}.W_O"]
+        )
+        sd[f"{attn}.{key}"] = torch.zeros_like(b_V)
     return sd
 
 
@@ -241,6 +261,12 @@ def refactor_factored_attn_matrices(
         raise ValueError(
             "refactor_factored_attn_matrices: with rotary positions a head's QK circuit "
             "depends on the query and key positions, so W_Q W_Kᵀ is not what the head computes."
+        )
+    if cfg.n_key_value_heads is not None:
+        raise ValueError(
+            "refactor_factored_attn_matrices: with grouped-query attention (n_key_value_heads="
+            f"{cfg.n_key_value_heads}) several query heads share one W_K and W_V, so each head's "
+            "W_QK and W_OV cannot be re-factored on its own (TL 3.9 refuses it too)."
         )
     sd = fold_value_biases(state_dict, cfg)
     for l in range(cfg.n_layers):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ FORMAT = "inducthead-checkpoint/2"  # /2 adds meta_sha256, a hash over the other
 READABLE_FORMATS = (FORMAT, "inducthead-checkpoint/1")
 CHECKPOINT_DIR = "checkpoints"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
+MODEL_PREFIX = "model/"
 
 
 class CheckpointError(ValueError):
@@ -41,10 +43,15 @@ def tensor_digest(tensors: dict[str, Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of all tensors (order-independent)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        update_digest(h, name, tensors[name])
     return h.hexdigest()
+
+
+def update_digest(h, name: str, t: Tensor) -> None:
+    """Feed one tensor to `tensor_digest`'s hash (callers go through names in sorted order)."""
+    t = t.detach().contiguous().cpu()
+    h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself: no bytes copy
 
 
 def meta_digest(meta: dict[str, str]) -> str:
@@ -102,6 +109,112 @@ def read_checkpoint(
 
     Never unpickles: a pickle-based file (by suffix or by its first bytes) is refused."""
     path = Path(path)
+    _refuse_unreadable(path)
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        meta = _metadata(data)
+    except Exception as e:  # any parse failure of untrusted bytes is "damaged", never a crash
+        raise _unparsable(path, data[:8], e) from None
+    check_meta(path, meta, verify)
+    if verify and tensor_digest(tensors) != meta.get("sha256"):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its content hash does not match.")
+    return tensors, meta
+
+
+def read_meta(path: str | Path, verify: bool = True) -> dict[str, str]:
+    """A checkpoint's metadata from its header alone (step, config, content hash), checked as
+    `read_checkpoint` checks it; the tensors are not read."""
+    path = Path(path)
+    with _open_lazily(path) as f:
+        meta = f.metadata() or {}
+    check_meta(path, meta, verify)
+    return meta
+
+
+def read_model_state(
+    path: str | Path, verify: bool = True
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`({name: tensor}, metadata)` of the model tensors only (names without `model/`): the file
+    is memory-mapped (`safetensors.safe_open`) and the optimizer and RNG tensors are never
+    materialised, except that `verify` streams them past `tensor_digest`'s hash one at a time
+    (peak memory: the model plus one tensor). CheckpointError naming the file on any damage."""
+    path = Path(path)
+    meta = read_meta(path, verify)
+    state: dict[str, Tensor] = {}
+    try:
+        if verify and _mapped_digest(path) != meta["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its content hash does not match.")
+        with _open_lazily(path) as f:
+            for name in sorted(k for k in f.keys() if k.startswith(MODEL_PREFIX)):  # noqa: SIM118
+                state[name[len(MODEL_PREFIX) :]] = f.get_tensor(name)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated data section fails here
+        raise CheckpointError(f"checkpoint {path} is damaged or truncated ({e}).") from None
+    if not state:
+        raise CheckpointError(f"checkpoint {path} holds no model tensors.")
+    return state, meta
+
+
+# safetensors' dtype names -> torch's, as `tensor_digest` writes them
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _mapped_digest(path: Path) -> str:
+    """`tensor_digest` of a file's tensors, read straight from its memory-mapped bytes: no
+    tensor is materialised, so verifying costs no memory beyond the page cache (safetensors
+    stores each tensor's bytes contiguously, as `tensor_digest` hashes them)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            n = int.from_bytes(view[:8], "little")
+            header = json.loads(bytes(view[8 : 8 + n]))
+            for name in sorted(k for k in header if k != "__metadata__"):
+                info = header[name]
+                start, end = info["data_offsets"]
+                if 8 + n + end > len(view):
+                    raise ValueError(f"tensor {name!r} runs past the end of the file")
+                dtype = _DTYPES[info["dtype"]]
+                h.update(f"{name}|{dtype}|{tuple(info['shape'])}|".encode())
+                h.update(view[8 + n + start : 8 + n + end])
+        finally:
+            view.release()
+    return h.hexdigest()
+
+
+def check_meta(path: Path, meta: dict[str, str], verify: bool = True) -> None:
+    """CheckpointError naming `path` unless `meta` is a readable inducthead checkpoint's
+    metadata (format, step, config, content hash) whose own hash matches (with `verify`)."""
+    if meta.get("format") not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{path} is not an inducthead checkpoint (format {meta.get('format')!r})."
+        )
+    for key in ("step", "config", "sha256"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path} is damaged: its metadata has no {key!r}.")
+    if verify:
+        if meta["format"] == FORMAT and "meta_sha256" not in meta:
+            raise CheckpointError(f"checkpoint {path} is corrupt: its metadata hash is missing.")
+        if "meta_sha256" in meta and meta_digest(meta) != meta["meta_sha256"]:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its metadata hash does not match."
+            )
+
+
+def _refuse_unreadable(path: Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
     if path.suffix.lower() in PICKLE_SUFFIXES:
@@ -110,37 +223,35 @@ def read_checkpoint(
             "(unpickling can execute code). If you trust it, load it explicitly with "
             "inducthead.load_pickle(path, config, allow_pickle=True)."
         )
-    data = path.read_bytes()
-    try:
-        tensors = st_load(data)
-        meta = _metadata(data)
-    except Exception as e:  # any parse failure of untrusted bytes is "damaged", never a crash
-        if looks_like_pickle(data):
-            raise CheckpointError(
-                f"{path} is not a safetensors file: it looks like a pickle-based torch file, "
-                "which inducthead never unpickles implicitly. If you trust it, use "
-                "inducthead.load_pickle(path, config, allow_pickle=True)."
-            ) from None
-        if path.suffix.lower() != ".safetensors":  # a text file, an image, ...: say so
-            raise CheckpointError(
-                f"{path} is not a checkpoint: inducthead reads run directories and the "
-                ".safetensors files in their checkpoints/ folder."
-            ) from None
-        raise CheckpointError(f"checkpoint {path} is damaged or truncated ({e}).") from None
-    if meta.get("format") not in READABLE_FORMATS:
-        raise CheckpointError(
-            f"{path} is not an inducthead checkpoint (format {meta.get('format')!r})."
+
+
+def _unparsable(path: Path, head: bytes, error: Exception) -> CheckpointError:
+    """The error for a file safetensors cannot parse, saying what it looks like instead."""
+    if looks_like_pickle(head):
+        return CheckpointError(
+            f"{path} is not a safetensors file: it looks like a pickle-based torch file, "
+            "which inducthead never unpickles implicitly. If you trust it, use "
+            "inducthead.load_pickle(path, config, allow_pickle=True)."
         )
-    if verify:
-        if meta["format"] == FORMAT and "meta_sha256" not in meta:
-            raise CheckpointError(f"checkpoint {path} is corrupt: its metadata hash is missing.")
-        if "meta_sha256" in meta and meta_digest(meta) != meta["meta_sha256"]:
-            raise CheckpointError(
-                f"checkpoint {path} is corrupt: its metadata hash does not match."
-            )
-        if tensor_digest(tensors) != meta.get("sha256"):
-            raise CheckpointError(f"checkpoint {path} is corrupt: its content hash does not match.")
-    return tensors, meta
+    if path.suffix.lower() != ".safetensors":  # a text file, an image, ...: say so
+        return CheckpointError(
+            f"{path} is not a checkpoint: inducthead reads run directories and the "
+            ".safetensors files in their checkpoints/ folder."
+        )
+    return CheckpointError(f"checkpoint {path} is damaged or truncated ({error}).")
+
+
+def _open_lazily(path: Path):
+    """`safetensors.safe_open` (memory-mapped), with `read_checkpoint`'s refusals and errors."""
+    from safetensors import safe_open  # looked up per call: tests spy on it
+
+    _refuse_unreadable(path)
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # noqa: BLE001 - untrusted bytes: every parse failure is "damaged"
+        with open(path, "rb") as f:
+            head = f.read(8)
+        raise _unparsable(path, head, e) from None
 
 
 def looks_like_pickle(data: bytes) -> bool:
@@ -162,7 +273,7 @@ def _metadata(data: bytes) -> dict[str, str]:
 
 
 def model_state(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    return {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    return {k[len(MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
 
 
 def restore_optimizer(optimizer, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:

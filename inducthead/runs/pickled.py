@@ -11,6 +11,8 @@ Our parameter names are TransformerLens 3's (`embed.W_E`, `pos_embed.W_pos`,
 `blocks.{l}.attn.W_Q`, `blocks.{l}.ln1.w`, `blocks.{l}.mlp.W_in`, `unembed.W_U`, ...), so a TL 3
 state dict maps onto our model one to one once TL 3's derived buffers are dropped (causal `mask`,
 `IGNORE`, `rotary_sin`/`rotary_cos`; `pos_embed.W_pos` for positional types that do not use it).
+TL 3.9 saves an empty `mask` (it builds the causal mask per call), so local attention is
+then only in the config, whose `use_local_attn` is refused by name (`model.tl3_keys`).
 Anything that does not map exactly (missing or extra weights, other shapes, local attention,
 non-zero biases for a `use_bias=False` config) is an error naming it, never a silent partial load.
 """

@@ -222,13 +222,21 @@ def checkpoint_steps(path: Path) -> list[int]:
 def load_checkpoint(path: str | Path, device: str | None = None) -> HookedTransformer:
     """A `HookedTransformer` from one checkpoint file (its metadata holds the config)."""
     tensors, meta = ckpt.read_checkpoint(path)
-    cfg = HookedTransformerConfig.from_json(meta["config"])
-    model = HookedTransformer(cfg, init=False)  # weights come from the file
-    model.load_state_dict(ckpt.model_state(tensors))
-    model.eval()
-    # Which file (and step) this model is; results that analyse it record it.
-    model.loaded_from = {"path": str(path), "step": int(meta["step"])}
+    model = model_from_state(meta["config"], ckpt.model_state(tensors), path, int(meta["step"]))
     return model.to(device) if device else model
+
+
+def model_from_state(
+    config_json: str, state: dict, path: str | Path, step: int
+) -> HookedTransformer:
+    """Our `HookedTransformer` from a config and its model tensors, in eval mode, recording the
+    file and step it came from (`loaded_from`: results that analyse it report it as their
+    source)."""
+    model = HookedTransformer(HookedTransformerConfig.from_json(config_json), init=False)
+    model.load_state_dict(state)  # weights come from the file: no init above
+    model.eval()
+    model.loaded_from = {"path": str(path), "step": int(step)}
+    return model
 
 
 def load(
