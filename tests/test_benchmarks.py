@@ -21,6 +21,7 @@ EXPECTED = {
     "detect_speed": [r"\| speed-up vs detect_head \|", r"\| \d+\.\dx \| \d\.\de[+-]\d+ \|"],
     "dynamics": [r"\| Trajectory.head_scores \| \d", r"trajectory / naive throughput: \d+\.\d\dx"],
     "detect_thresholds": [r"\| model \| max prefix matching", r"Untrained maxima: prefix matching"],
+    "musat_sweep": [r"\| batched \(one computation\) \| \d", r"batched speedup: \d+\.\d\dx"],
     "multiseed": [r"\| together speedup", r"- training steps, interleaved: \d+\.\d\dx \(goal"],
     "train_throughput": [r"\| hooks \| implementation \|", r"ours ÷ plain SDPA = \d+\.\d\d"],
     "verify_thresholds": [r"\| model \| head \| clean loss", r"\| hand-built \| L1H\d"],

@@ -2,7 +2,17 @@
 
 from inducthead.tasks.base import Batch, Task, available, from_dict
 from inducthead.tasks.corpus import Corpus
+from inducthead.tasks.item_label import ItemLabelICL
 from inducthead.tasks.markov import MarkovICL
 from inducthead.tasks.repeated_tokens import RepeatedTokens
 
-__all__ = ["Batch", "Task", "RepeatedTokens", "Corpus", "MarkovICL", "from_dict", "available"]
+__all__ = [
+    "Batch",
+    "Task",
+    "RepeatedTokens",
+    "Corpus",
+    "MarkovICL",
+    "ItemLabelICL",
+    "from_dict",
+    "available",
+]

@@ -1,0 +1,46 @@
+"""`inducthead reproduce PAPER [--full] [--out DIR]`: run a paper reproduction, print the claim
+table (claim | paper | ours | status) and write metrics.json and figure.png to DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PAPERS = ("musat",)
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "reproduce",
+        help="reproduce a paper's headline claims (quick: minutes on a CPU; --full: paper scale)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("paper", choices=PAPERS, help="which paper")
+    p.add_argument("--full", action="store_true", help="paper-scale settings (GPU when present)")
+    p.add_argument("--out", type=Path, help="write metrics.json and figure.png here")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda for --full when present)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}.") from None
+    from inducthead.papers import musat
+
+    result = musat.reproduce(
+        "full" if args.full else "quick",
+        out_dir=args.out,
+        device=args.device,
+        seeds=seeds,
+        progress=not args.no_progress,
+    )
+    print(result)
+    if args.out:
+        print(f"wrote {args.out / 'metrics.json'} and {args.out / 'figure.png'}")
+    return 0
