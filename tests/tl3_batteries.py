@@ -37,15 +37,21 @@ TEXTS = ["w3 w5 w7 w5", "w1 w2", "w4 w4 w9 w10 w11 w12"]
 LONG_TEXT = " ".join(f"w{i % 20}" for i in range(20))  # 20 tokens, above n_ctx=16
 
 
-def _recorder(out: dict, info: dict):
+def recorder(out: dict, info: dict, quiet: bool = True):
+    """`record(name, fn)`: runs `fn` and files its value under `name`: a tensor in `out`, a
+    state dict as `name:key`, a tuple of tensors as `name.i`, a `(tensor, labels)` pair as the
+    tensor plus `info["name.labels"]`, anything else in `info`; an exception's first line goes
+    to `info["errors"]` (an API difference: the test decides what is expected). `quiet`
+    silences warnings (ours warn where TL 3 logs)."""
     info.setdefault("errors", {})
 
     def record(name, fn):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # ours warn where TL 3 logs
+                if quiet:
+                    warnings.simplefilter("ignore")
                 value = fn()
-        except Exception as e:  # an API difference: the test decides what is expected
+        except Exception as e:
             first = (str(e).splitlines() or [""])[0][:300]
             info["errors"][name] = f"{type(e).__name__}: {first}"
             return None
@@ -57,6 +63,9 @@ def _recorder(out: dict, info: dict):
         elif isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
             for i, v in enumerate(value):
                 out[f"{name}.{i}"] = v.detach()
+        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], list):
+            out[name] = value[0].detach()  # (tensor, labels)
+            info[f"{name}.labels"] = value[1]
         else:
             info[name] = value
         return value
@@ -76,7 +85,7 @@ def generate_battery(model, inputs: dict) -> tuple[dict, dict]:
     (names ending .kv0 / .kv1; ours has no cache and ignores the flag)."""
     out: dict = {}
     info: dict = {}
-    record = _recorder(out, info)
+    record = recorder(out, info)
     prompts = inputs["tokens"][:, :PROMPT_LEN].clone()
 
     def gen(name, prompt=prompts, seed=None, **kwargs):
@@ -126,7 +135,7 @@ def processing_battery(model, inputs: dict) -> tuple[dict, dict]:
     refactor, whose factors are unique only up to signs, W_QK, W_OV and the logits."""
     out: dict = {}
     info: dict = {}
-    record = _recorder(out, info)
+    record = recorder(out, info)
     toks = inputs["tokens"]
 
     def state():  # a fresh dict of fresh tensors: TL 3's methods write into the dict given
@@ -177,7 +186,7 @@ def tokenizer_battery(model, inputs: dict, tokenizer_dir: str, padding_side) -> 
 
     out: dict = {}
     info: dict = {}
-    record = _recorder(out, info)
+    record = recorder(out, info)
     model.set_tokenizer(AutoTokenizer.from_pretrained(tokenizer_dir), padding_side)
     tok = model.tokenizer
     info["tokenizer"] = [tok.padding_side, tok.pad_token_id, tok.bos_token_id, tok.eos_token_id]

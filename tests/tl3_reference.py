@@ -29,7 +29,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tl3_batteries import generate_battery, processing_battery, sampling_battery, tokenizer_battery
+from tl3_batteries import (
+    generate_battery,
+    processing_battery,
+    recorder,
+    sampling_battery,
+    tokenizer_battery,
+)
 
 
 def battery(model, inputs: dict) -> tuple[dict, dict]:
@@ -44,24 +50,7 @@ def battery(model, inputs: dict) -> tuple[dict, dict]:
     sf = inputs.get("shortformer")
     cfg = model.cfg
 
-    def record(name, fn):
-        try:
-            value = fn()
-        except Exception as e:  # an API difference: the test decides what is expected
-            first = (str(e).splitlines() or [""])[0][:300]
-            info["errors"][name] = f"{type(e).__name__}: {first}"
-            return None
-        if isinstance(value, torch.Tensor):
-            out[name] = value.detach()
-        elif isinstance(value, tuple) and all(isinstance(v, torch.Tensor) for v in value):
-            for i, v in enumerate(value):
-                out[f"{name}.{i}"] = v.detach()
-        elif isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], list):
-            out[name] = value[0].detach()  # (tensor, labels)
-            info[f"{name}.labels"] = value[1]
-        else:
-            info[name] = value
-        return value
+    record = recorder(out, info, quiet=False)
 
     with torch.no_grad():
         record("logits", lambda: model(toks))
