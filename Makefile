@@ -1,6 +1,6 @@
 # make demo      : create .venv if missing, install, train the demo model on the CPU and show its heads
 # make test      : create .venv if missing, install, run make lint and then the whole test suite
-# make test-fast : the same without the tests marked slow (pytest -m "not slow"): under a minute
+# make test-fast : the same without the tests marked slow (pytest -m "not slow"): about 75 s
 #                  on 2 CPU cores
 # make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
 # make tl3-venv  : create .venv-tl3 if missing: torch and TransformerLens 3.9, the reference that

@@ -43,6 +43,18 @@ def scripts() -> list[Path]:
     return run_all.scripts()
 
 
+# smoke runs of several seconds (verify_thresholds trains and verifies three models, ~8 s;
+# musat_sweep runs its sweep twice, ~3 s) are slow, to keep `make test-fast` near a minute
+SLOW_SMOKE = ("verify_thresholds", "musat_sweep")
+
+
+def _params() -> list:
+    return [
+        pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW_SMOKE else [])
+        for p in scripts()
+    ]
+
+
 def test_every_benchmark_script_is_found():
     assert {p.stem for p in scripts()} >= set(EXPECTED)
 
@@ -51,7 +63,7 @@ def test_every_benchmark_script_is_found():
 # toy sizes are below what the statistics want (detect shortens its probe, verify may warn about
 # few sequences): smoke runs check code paths, so their UserWarnings are expected
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("script", scripts(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("script", _params())
 def test_smoke_run(script: Path, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))  # `from _common import record`
     before = RESULTS.read_bytes() if RESULTS.exists() else None

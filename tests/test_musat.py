@@ -119,6 +119,7 @@ def test_orbit_frames_are_the_right_groups():
     assert torch.allclose(pos @ M, M @ pos)  # positions rotate only by maps commuting with M
 
 
+@pytest.mark.slow  # 200 full-matrix steps on the literal population (~4 s)
 def test_orbit_flow_keeps_the_path_in_the_subspace():
     # full W1, W2, W3 trained by plain autograd on the literal population (no projection)
     run = flow.matrix_flow(3, D=8, population="orbit", steps=25, snapshots=10, progress=False)
