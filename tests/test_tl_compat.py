@@ -274,6 +274,15 @@ def test_an_arena_cell_that_builds_a_model_from_a_config_runs_unchanged(tmp_path
 
 
 def test_a_config_keyword_that_changes_the_function_is_refused_and_typos_are_type_errors():
+    import inspect
+
+    # the constructor that takes TL 3 keywords still shows the fields' signature (Jupyter help)
+    assert list(inspect.signature(ih.HookedTransformerConfig).parameters)[:4] == [
+        "n_layers",
+        "d_model",
+        "n_ctx",
+        "d_head",
+    ]
     with pytest.raises(ValueError, match="parallel_attn_mlp=True"):
         ih.HookedTransformerConfig(
             n_layers=1, d_model=16, n_ctx=8, d_head=8, parallel_attn_mlp=True

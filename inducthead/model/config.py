@@ -10,6 +10,7 @@ and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -341,6 +342,10 @@ def _init_taking_tl3_keywords(self, *args, **kwargs) -> None:
         self.dtype = tl3["dtype"]
 
 
+# Jupyter and IDEs show the fields' signature (inspect follows __wrapped__), with this docstring
+_doc = _init_taking_tl3_keywords.__doc__
+_init_taking_tl3_keywords = functools.wraps(_FIELDS_INIT)(_init_taking_tl3_keywords)
+_init_taking_tl3_keywords.__doc__ = _doc
 HookedTransformerConfig.__init__ = _init_taking_tl3_keywords
 
 
