@@ -75,3 +75,29 @@ def test_direct_unembed_folds_layernorm_weight():
     U = ModelAdapter.wrap(model).direct_unembed()
     expected = torch.arange(1.0, 9.0)[:, None] * model.W_U
     torch.testing.assert_close(U, expected - expected.mean(0, keepdim=True))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: ih.detect(m),
+        lambda m: ih.verify(m),
+        lambda m: ih.ablation_scan(m),
+        lambda m: ih.induction_score(m),
+    ],
+    ids=["detect", "verify", "ablation_scan", "induction_score"],
+)
+def test_a_public_function_wraps_the_model_once(call, demo_model, monkeypatch):
+    """Convert at the boundary: the adapter made once is handed down (verify runs detect, the
+    ablation scan and patching on it)."""
+    real = ModelAdapter.wrap.__func__
+    calls = []
+
+    def counting(cls, *args, **kwargs):
+        calls.append(args[0] if args else kwargs.get("model"))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ModelAdapter, "wrap", classmethod(counting))
+    call(demo_model)
+    assert len(calls) == 1
