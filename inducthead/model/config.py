@@ -10,7 +10,6 @@ and the allowed values.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from inducthead.model.tl3_keys import TL3_KEYS, tl3_normalised
+from inducthead.model.tl3_keys import TL3_KEYS, init_taking_tl3_keywords, tl3_normalised
 
 # Fields derived from others unless given -> the value that means "not given".
 _DERIVED: dict[str, Any] = {
@@ -319,34 +318,10 @@ class HookedTransformerConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-_FIELDS_INIT = HookedTransformerConfig.__init__
-_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(HookedTransformerConfig))
-
-
-def _init_taking_tl3_keywords(self, *args, **kwargs) -> None:
-    """The constructor takes TransformerLens 3's keywords as `from_dict` takes its dicts, so a
-    TL 3 / ARENA cell `HookedTransformerConfig(..., tokenizer_name=..., device=...)` runs
-    unchanged: settings that change the function and that we do not implement are refused by
-    name, the rest dropped, except three TL 3's HookedTransformer acts on, kept as runtime
-    attributes (not part of the architecture): `tokenizer_name` (the model loads that
-    tokenizer), `device` and `dtype` (the model is built there)."""
-    tl3 = {k: kwargs.pop(k) for k in list(kwargs) if k not in _FIELD_NAMES and k in TL3_KEYS}
-    if tl3:
-        kept = tl3_normalised({**kwargs, **tl3})  # raises on what changes the function
-        kwargs = {k: v for k, v in kept.items() if k in _FIELD_NAMES}
-    _FIELDS_INIT(self, *args, **kwargs)  # unknown keywords: Python's own TypeError, by name
-    self.tokenizer_name = tl3.get("tokenizer_name")
-    if tl3.get("device") is not None:
-        self.device = str(tl3["device"])
-    if isinstance(tl3.get("dtype"), torch.dtype):
-        self.dtype = tl3["dtype"]
-
-
-# Jupyter and IDEs show the fields' signature (inspect follows __wrapped__), with this docstring
-_doc = _init_taking_tl3_keywords.__doc__
-_init_taking_tl3_keywords = functools.wraps(_FIELDS_INIT)(_init_taking_tl3_keywords)
-_init_taking_tl3_keywords.__doc__ = _doc
-HookedTransformerConfig.__init__ = _init_taking_tl3_keywords
+# TL 3 / ARENA cells pass TL 3's keywords to the constructor itself (`model.tl3_keys`)
+HookedTransformerConfig.__init__ = init_taking_tl3_keywords(
+    HookedTransformerConfig.__init__, {f.name for f in dataclasses.fields(HookedTransformerConfig)}
+)
 
 
 def _check_positive_int(name: str, value: Any) -> None:

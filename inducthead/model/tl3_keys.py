@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
+
+import torch
 
 # Keys that describe loading, devices, tokenizers, derived values or hook points: they cannot
 # change what the model computes, so they are dropped.
@@ -132,3 +136,29 @@ def check_tl3_keys(d: dict[str, Any]) -> None:
             f"{'; '.join(bad)} change what the model computes and inducthead's HookedTransformer "
             "does not implement them; refusing rather than building a different model."
         )
+
+
+def init_taking_tl3_keywords(fields_init: Callable, fields: set[str]) -> Callable:
+    """The config's dataclass `__init__`, made to take TransformerLens 3's keywords as
+    `from_dict` takes its dicts, so a TL 3 / ARENA cell `HookedTransformerConfig(...,
+    tokenizer_name=..., device=...)` runs unchanged: settings that change the function and that
+    we do not implement are refused by name, the rest dropped, except three TL 3's
+    HookedTransformer acts on, kept as runtime attributes (not part of the architecture):
+    `tokenizer_name` (the model loads that tokenizer), `device` and `dtype` (the model is built
+    there). Jupyter and IDEs still show the fields' signature (`functools.wraps`)."""
+
+    @functools.wraps(fields_init)
+    def __init__(self, *args, **kwargs) -> None:
+        tl3 = {k: kwargs.pop(k) for k in list(kwargs) if k not in fields and k in TL3_KEYS}
+        if tl3:
+            kept = tl3_normalised({**kwargs, **tl3})  # raises on what changes the function
+            kwargs = {k: v for k, v in kept.items() if k in fields}
+        fields_init(self, *args, **kwargs)  # unknown keywords: Python's own TypeError, by name
+        self.tokenizer_name = tl3.get("tokenizer_name")
+        if tl3.get("device") is not None:
+            self.device = str(tl3["device"])
+        if isinstance(tl3.get("dtype"), torch.dtype):
+            self.dtype = tl3["dtype"]
+
+    __init__.__doc__ = init_taking_tl3_keywords.__doc__
+    return __init__
