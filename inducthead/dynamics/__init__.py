@@ -10,7 +10,7 @@ reads run directories); a sibling of `training`: neither imports the other, and 
 imports `sweep` or `cli`.
 """
 
-from inducthead.dynamics.checkpoints import CheckpointRef, read_model_state
+from inducthead.dynamics.checkpoints import CheckpointRef
 from inducthead.dynamics.compare import Comparison
 from inducthead.dynamics.llc import LLCSettings, MissingExtraError, estimate_llc
 from inducthead.dynamics.results import (
@@ -29,6 +29,7 @@ from inducthead.dynamics.results_pca import (
     WeightPCAResult,
 )
 from inducthead.dynamics.trajectory import Trajectory
+from inducthead.runs.checkpoint import read_model_state  # what a trajectory reads with
 
 __all__ = [
     "Trajectory",

@@ -11,10 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from inducthead.runs.checkpoint import read_meta, read_model_state
-from inducthead.runs.run import model_from_state
-
-__all__ = ["CheckpointRef", "read_meta", "read_model_state", "model_from_state"]
+from inducthead.runs.checkpoint import read_meta
 
 # Config fields that do not change the architecture (checkpoints differing only here can be mixed)
 NOT_ARCHITECTURE = ("seed", "model_name", "init_weights", "initializer_range", "embed_init_std")

@@ -22,14 +22,12 @@ from inducthead.dynamics.checkpoints import (
     CheckpointRef,
     architecture_key,
     config_difference,
-    model_from_state,
-    read_model_state,
     ref_from_file,
 )
 from inducthead.runs import CheckpointError, Run, RunDirError, load_pretrained
-from inducthead.runs.checkpoint import CHECKPOINT_DIR
+from inducthead.runs.checkpoint import CHECKPOINT_DIR, read_model_state
 from inducthead.runs.files import TEMP_NAME
-from inducthead.runs.run import RUN_JSON, checkpoint_steps
+from inducthead.runs.run import RUN_JSON, checkpoint_steps, model_from_state
 
 
 class Source:

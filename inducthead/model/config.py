@@ -115,6 +115,7 @@ class HookedTransformerConfig:
         self.device: str | None = None
         self.dtype = torch.float32
         self.tokenizer_name: str | None = None  # TL 3's: the tokenizer the model loads
+        self.tokenizer_prepends_bos: bool | None = None  # set by set_tokenizer
         # TL 3's count of "hidden weight" parameters (attention and MLP matrices only)
         mlp = 0 if self.attn_only else 2 * self.d_model * self.d_mlp
         self.n_params = self.n_layers * (4 * self.d_model * self.d_head * self.n_heads + mlp)

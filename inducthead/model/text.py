@@ -166,7 +166,7 @@ class TextMethods(GenerateMixin):
         if not texts or not all(isinstance(t, str) for t in texts):
             raise TypeError("text input must be a string or a non-empty list of strings.")
         leading = {tok.bos_token_id, getattr(tok, "cls_token_id", None)} - {None}
-        adds_bos = getattr(self.cfg, "tokenizer_prepends_bos", None)
+        adds_bos = self.cfg.tokenizer_prepends_bos
         if adds_bos is None:  # `model.tokenizer = tok` assigned directly, as TL 3 allows
             adds_bos = _prepends_bos(tok)
         rows = []
