@@ -4,7 +4,9 @@
 - TransformerLens 4 `TransformerBridge` models (`boot_native`, `boot_transformers`,
   `boot_tl_legacy`);
 - a TransformerLens 3 `HookedTransformer`, when a user has that version (duck-typed: nothing from
-  TL 3 is imported).
+  TL 3 is imported);
+- a model without a `cfg` that offers `to_hooked_transformer()` (an exact standard form, e.g.
+  `papers.musat.MinimalInductionModel`): its standard form is analysed.
 
 All three share TransformerLens's hook names (`blocks.{l}.attn.hook_pattern`, `hook_z`) and
 stacked weight views (`W_Q[l, h]` is `[d_model, d_head]`), which is what the scores need.
@@ -70,6 +72,12 @@ class ModelAdapter:
                     model, bos_token_id=_check_bos(bos_token_id, model.d_vocab)
                 )
             return model
+        if getattr(model, "cfg", None) is None and callable(
+            getattr(model, "to_hooked_transformer", None)
+        ):
+            # a model whose architecture is not a standard transformer but has an exact
+            # standard form (Musat et al.'s minimal model): analyse that form
+            model = model.to_hooked_transformer()
         cfg = getattr(model, "cfg", None)
         missing = [
             a

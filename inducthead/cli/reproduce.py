@@ -1,5 +1,6 @@
-"""`inducthead reproduce PAPER [--full] [--out DIR]`: run a paper reproduction, print the claim
-table (claim | paper | ours | status) and write metrics.json and figure.png to DIR."""
+"""`inducthead reproduce PAPER [--full] [--out DIR] [--backend ray]`: run a paper reproduction,
+print the claim table (claim | paper | ours | status) and write metrics.json and figure.png to
+DIR."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--out", type=Path, help="write metrics.json and figure.png here")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda for --full when present)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where the N sweep's groups run (ray: Ray tasks; pip install 'inducthead[ray]')",
+    )
+    p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=cmd_reproduce)
 
@@ -39,6 +47,8 @@ def cmd_reproduce(args) -> int:
         device=args.device,
         seeds=seeds,
         progress=not args.no_progress,
+        backend=args.backend,
+        ray_address=args.ray_address,
     )
     print(result)
     if args.out:

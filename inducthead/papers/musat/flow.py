@@ -34,7 +34,8 @@ POPULATIONS = ("exact", "orbit", "sampled", "fixed")
 @dataclass
 class FlowHistory:
     """Recorded coordinate flow: `time [R]` (coordinate time), `loss [R, C]`, `coords
-    [R, C, 19]`, per cell `n_pairs`, `seeds`, `plateau` (the uniform-attention loss)."""
+    [R, C, 19]`, `attention [R, C]` (layer 2's mean attention on the queried label), per cell
+    `n_pairs`, `seeds`, `plateau` (the uniform-attention MSE loss), the `objective`."""
 
     time: np.ndarray
     loss: np.ndarray
@@ -43,10 +44,13 @@ class FlowHistory:
     seeds: list[int]
     plateau: list[float]
     steps: int = 0
+    attention: np.ndarray | None = None
+    objective: str = "mse"
     notes: list[str] = field(default_factory=list)
 
     def cell(self, i: int) -> dict:
-        return {"time": self.time, "loss": self.loss[:, i], "coords": self.coords[:, i]}
+        out = {"time": self.time, "loss": self.loss[:, i], "coords": self.coords[:, i]}
+        return {**out, "attention": self.attention[:, i]} if self.attention is not None else out
 
 
 def coordinate_flow(
@@ -59,10 +63,21 @@ def coordinate_flow(
     record_every: int = 5,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    objective: str = "mse",
+    stop_on: str | None = None,
 ) -> FlowHistory:
     """Gradient flow for every cell (`n_pairs[i]`, `seeds[i]`) at once. Each cell starts at
-    `init_std` x N(0, 1) coordinates (0: the paper's zero init; seeded) and stops when its loss
-    is below `stop_fraction` x its plateau loss or at `max_time`."""
+    `init_std` x N(0, 1) coordinates (0: the paper's zero init; seeded) and stops at
+    `max_time` or when `stop_on` says: "loss" (the default under `objective` "mse",
+    `gram.forward`), its loss below `stop_fraction` x its plateau loss; "attention" (the
+    default under "ce", whose loss only vanishes as the logits diverge), its attention on the
+    queried label above 1 - `stop_fraction`."""
+    stop_on = stop_on or ("loss" if objective == "mse" else "attention")
+    if stop_on not in ("loss", "attention") or (stop_on == "loss" and objective != "mse"):
+        raise ValueError(
+            f"stop_on must be 'attention', or 'loss' under objective 'mse'; got {stop_on!r} "
+            f"with objective {objective!r}."
+        )
     seeds = list(seeds) if seeds is not None else [0] * len(n_pairs)
     if len(seeds) != len(n_pairs):
         raise ValueError(f"{len(n_pairs)} n_pairs but {len(seeds)} seeds: give one per cell.")
@@ -77,15 +92,18 @@ def coordinate_flow(
     ]
     c = (torch.stack(c0) * init_std).to(device).requires_grad_()
     active = torch.ones(len(seeds), dtype=torch.bool, device=device)
-    times, losses, coords = [], [], []
+    times, losses, coords, attn = [], [], [], []
     step, bar = 0, tqdm(total=len(seeds), desc="gradient flow (cells done)", disable=not progress)
     while True:
-        L = gram.loss(c, b)
-        active = active & (L.detach() > stop) & (step * dt < max_time)
+        out = gram.forward(c, b, objective)
+        L, att = out["loss"], out["attention"].detach()
+        going = L.detach() > stop if stop_on == "loss" else att < 1 - stop_fraction
+        active = active & going & (step * dt < max_time)
         if step % record_every == 0 or not bool(active.any()):
             times.append(step * dt)
             losses.append(L.detach().cpu().numpy())
             coords.append(c.detach().cpu().numpy().copy())
+            attn.append(att.cpu().numpy())
         bar.update(int((~active).sum()) - bar.n)
         if not bool(active.any()):
             break
@@ -102,6 +120,8 @@ def coordinate_flow(
         seeds,
         plat,
         step,
+        np.stack(attn),
+        objective,
     )
 
 
@@ -128,7 +148,8 @@ def matrix_flow(
 ) -> dict:
     """Train the full-matrix model; returns `{"steps", "time" (W-space, lr x steps), "loss",
     "weights" [S, n_params] float64 snapshots (log-spaced steps), "residual" [S], "coords"
-    [S, 19], "D"}`. `lr` defaults to D (coordinate step 1)."""
+    [S, 19], "D", "model" (the trained `MinimalInductionModel`)}`. `lr` defaults to D
+    (coordinate step 1)."""
     if population not in POPULATIONS:
         raise ValueError(f"population must be one of {POPULATIONS}, got {population!r}.")
     if population == "exact" and init_std > 0:
@@ -169,4 +190,5 @@ def matrix_flow(
         "D": D,
         "lr": lr,
         "population": population,
+        "model": model,
     }

@@ -75,11 +75,23 @@ def _softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.softmax(scores.masked_fill(~mask, float("-inf")), -1)
 
 
-def forward(c: Tensor, b: GramBatch) -> dict[str, Tensor]:
+OBJECTIVES = ("mse", "ce")
+EXTRA_TOKENS = 2  # cross-entropy's vocabulary: the 2N context tokens and 2 unused (D = 2N + 2)
+
+
+def forward(c: Tensor, b: GramBatch, objective: str = "mse") -> dict[str, Tensor]:
     """Loss `[C]` and internals for coordinates `c [C, 19]` (one model per cell): the context
     rows of layer 1's pattern `A1 [C, T, T]` (the same for every query; causal), its query row
-    `aq [C, K, T]`, layer 2's pattern `A2 [C, K, T]` and the readout weights `w [C, K, T]`
-    (y_hat = sum_l w_l x_l)."""
+    `aq [C, K, T]`, layer 2's pattern `A2 [C, K, T]`, the readout weights `w [C, K, T]`
+    (y_hat = sum_l w_l x_l) and `attention [C]`, layer 2's mean attention on the queried
+    item's label (the induction head's own output, the same under both objectives).
+
+    `objective` "mse" (the paper's population loss, 1/2 ||y_hat - y||^2) or "ce": cross-entropy
+    of the logits x_t . y_hat over a vocabulary of the 2N context tokens and `EXTRA_TOKENS`
+    unused ones (logit 0), the target the queried label (PROVISIONAL, ours: the paper trains
+    its standard transformer with cross-entropy; this is that loss on the minimal model)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
     T = b.item.shape[-1]
     vf = b.valid.to(c.dtype)[:, None, :]  # [C, 1, T]
     eye = torch.eye(T, dtype=c.dtype, device=c.device)
@@ -115,9 +127,18 @@ def forward(c: Tensor, b: GramBatch) -> dict[str, Tensor]:
     A2A1 = torch.einsum("ckj,cjl->ckl", A2[..., :-1], A1[:, :-1]) + A2[..., -1:] * aq
     slots = (onehot, aq, A2, A2A1)  # x_q, a1x_q, a2x, a2a1x as weights over the x_l
     w = sum(c[:, 15 + i, None, None] * s for i, s in enumerate(slots))
-    err = (w * Gxv(w)).sum(-1) - 2 * (w * b.label).sum(-1) + 1.0  # ||y_hat - y||^2
-    loss = 0.5 * (err * b.weight).sum(-1)
-    return {"loss": loss, "A1": A1, "aq": aq, "A2": A2, "w": w}
+    target = (w * b.label).sum(-1)  # y . y_hat
+    if objective == "mse":
+        per_seq = 0.5 * ((w * Gxv(w)).sum(-1) - 2 * target + 1.0)  # 1/2 ||y_hat - y||^2
+    else:  # logits x_j . y_hat of the context tokens (the query repeats an item: left out)
+        ctx = b.valid.clone()
+        ctx[:, -1] = False
+        logits = (w * vf + b.item * w[..., -1:]).masked_fill(~ctx[:, None, :], float("-inf"))
+        unused = logits.new_zeros(*logits.shape[:-1], EXTRA_TOKENS)
+        per_seq = torch.logsumexp(torch.cat([logits, unused], -1), -1) - target
+    loss = (per_seq * b.weight).sum(-1)
+    attention = ((A2 * b.label).sum(-1) * b.weight).sum(-1)
+    return {"loss": loss, "A1": A1, "aq": aq, "A2": A2, "w": w, "attention": attention}
 
 
 def loss(c: Tensor, b: GramBatch) -> Tensor:

@@ -18,8 +18,10 @@ query itself; the readout sees all of h2; the loss is 1/2 ||y_hat - y||^2.
 the concept exists (`hook_embed`, `hook_pos_embed`, `blocks.{l}.hook_resid_pre`,
 `blocks.{l}.attn.hook_attn_scores` / `hook_pattern` `[batch, head=1, query, key]`,
 `blocks.{l}.hook_attn_out`, `blocks.{l}.hook_resid_post`, `hook_out`), so `run_with_cache`,
-`run_with_hooks` and hook-based ablations work on it. `forward_weights` is the same computation
-on explicit weights with leading model dimensions (many models in one batched call).
+`run_with_hooks` and hook-based ablations work on it; `inducthead.detect(model)`, `verify` and the
+other tools run on its exact standard form (`to_hooked_transformer`, module `convert`).
+`forward_weights` is the same computation on explicit weights with leading model dimensions
+(many models in one batched call).
 """
 
 from __future__ import annotations
@@ -152,6 +154,13 @@ class MinimalInductionModel(HookedRootModule):
         """Relative norm of the weights outside the 19-dimensional subspace."""
         with torch.no_grad():
             return subspace.residual({k: v.detach() for k, v in self.weights().items()})
+
+    def to_hooked_transformer(self):
+        """The exact standard form (`convert.to_hooked_transformer`): token ids in, logits out;
+        what `inducthead.detect(model)` and the causal tools analyse."""
+        from inducthead.papers.musat.convert import to_hooked_transformer
+
+        return to_hooked_transformer(self)
 
     def __repr__(self) -> str:
         return f"MinimalInductionModel(D={self.D}: W1 2Dx2D, W2 4Dx4D, W3 Dx8D)"

@@ -1,6 +1,7 @@
 """The headline figure of `reproduce`: (a) the 19 coordinates over training at the largest N,
 (b) loss against time for every N, (c) emergence time vs N on log-log axes with the fits under
-both dimension conventions, (d) the standard transformer's progress measures and loss."""
+both dimension conventions and the attention event under MSE and cross-entropy, (d) the
+standard transformer's progress measures and loss."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def figure(result, **kwargs):
         d.scatter(n, t, marker=mark, s=14, label=f"{key}, {conv}: slope {f['slope']:.2f}")
         xs = np.array(f["n"])
         d.plot(xs, np.exp(f["intercept"]) * xs ** f["slope"], lw=0.8)
+    obj = m.get("objective_times")
+    if obj:  # the induction head's attention event under each loss (claim "ce_delay")
+        for key, mark in (("mse", "x"), ("ce", "+")):
+            d.scatter(obj["n_values"], obj[key], marker=mark, s=30, label=f"attention, {key}")
     xs = np.array(sorted(set(n)))
     d.plot(xs, 40 * xs**2 / xs[0] ** 2, "k--", lw=0.8, label="slope 2 (the paper's law)")
     d.set_xscale("log")
