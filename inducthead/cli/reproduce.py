@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PAPERS = ("musat",)
+PAPERS = ("musat", "chen")
 
 
 def add_parsers(sub) -> None:
@@ -19,7 +19,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--full", action="store_true", help="paper-scale settings (GPU when present)")
     p.add_argument("--out", type=Path, help="write metrics.json and figure.png here")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda for --full when present)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument(
+        "--seeds", help="comma-separated seeds (default: musat 0,1,2; chen the authors' 2024)"
+    )
     p.add_argument(
         "--backend",
         choices=("local", "ray"),
@@ -35,22 +37,26 @@ def cmd_reproduce(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    default = {"musat": "0,1,2", "chen": "2024"}[args.paper]
+    text = args.seeds if args.seeds is not None else default
     try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers, got {args.seeds!r}.") from None
-    from inducthead.papers import musat
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}.") from None
+    mode = "full" if args.full else "quick"
+    common = dict(out_dir=args.out, device=args.device, seeds=seeds, progress=not args.no_progress)
+    if args.paper == "musat":
+        from inducthead.papers import musat
 
-    result = musat.reproduce(
-        "full" if args.full else "quick",
-        out_dir=args.out,
-        device=args.device,
-        seeds=seeds,
-        progress=not args.no_progress,
-        backend=args.backend,
-        ray_address=args.ray_address,
-    )
+        result = musat.reproduce(mode, backend=args.backend, ray_address=args.ray_address, **common)
+    else:
+        if args.backend != "local":
+            raise ValueError("--backend applies to musat's N sweep only; chen runs in-process.")
+        from inducthead.papers import chen
+
+        result = chen.reproduce(mode, **common)
     print(result)
+    print(result.table())
     if args.out:
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'figure.png'}")
     return 0

@@ -4,6 +4,7 @@ from inducthead.tasks.base import Batch, Task, available, from_dict
 from inducthead.tasks.corpus import Corpus
 from inducthead.tasks.item_label import ItemLabelICL
 from inducthead.tasks.markov import MarkovICL
+from inducthead.tasks.ngram import NGramMarkovICL
 from inducthead.tasks.repeated_tokens import RepeatedTokens
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "RepeatedTokens",
     "Corpus",
     "MarkovICL",
+    "NGramMarkovICL",
     "ItemLabelICL",
     "from_dict",
     "available",

@@ -1,0 +1,77 @@
+"""Chen et al. 2024's GIH model: training steps per second of ours (`papers.chen.GIHModel`:
+banded layer 1, one broadcast product per lag, the selector as one matmul in log space) vs the
+paper's equations written out (`papers.chen.reference_forward`: a dense (L+1)^2 score matrix per
+head, a loop over the selector's subsets), same data, same parameters, in one run. Also the
+data generation: one batched call for every sequence's Dirichlet table and chain.
+
+    python benchmarks/chen.py            # 1000 sequences of L = 100 (quick mode's size)
+    python benchmarks/chen.py --smoke    # 64 sequences, print only (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from _common import record
+
+from inducthead.papers.chen import GIHModel, reference_forward, to_reference_state_dict
+from inducthead.tasks import NGramMarkovICL
+
+
+def steps_per_s(loss_fn, params, seconds: float, min_steps: int = 3) -> float:
+    n, start = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - start < seconds:
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p -= 0.1 * g
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="toy size, print only")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    n, seconds = (64, 0.2) if args.smoke else (1000, 10.0)
+    task = NGramMarkovICL()
+    start = time.perf_counter()
+    batch = task.sample(n, seed=0)
+    t_data = time.perf_counter() - start
+    x, y = batch.tokens, batch.targets[:, -1]
+    lines = [
+        f"{n} sequences, L 100, S 3, H 3, float32, threads {args.threads}; data generation "
+        f"{t_data * 1000:.0f} ms (batched tables and chains)",
+        "",
+        "| model | ours (steps/s) | equations written out (steps/s) | speedup |",
+        "|---|---|---|---|",
+    ]
+    for simplified in (True, False):
+        model = GIHModel(simplified=simplified)
+        params = list(model.parameters())
+        ours = steps_per_s(lambda m=model: m.loss(x, y), params, seconds)
+        sd = {k: v.requires_grad_() for k, v in to_reference_state_dict(model).items()}
+
+        def ref_loss(sd=sd):
+            p = reference_forward(sd, x)
+            return -p.gather(-1, y[:, None]).clamp(min=1e-8).log().mean()
+
+        theirs = steps_per_s(ref_loss, list(sd.values()), seconds)
+        kind = "simplified" if simplified else "full"
+        lines.append(f"| {kind} | {ours:.2f} | {theirs:.2f} | {ours / theirs:.1f}x |")
+    lines += ["", "ours ÷ equations written out: see the speedup column"]
+    if args.smoke:
+        print("\n".join(lines))
+    else:
+        record(
+            "Chen GIH model: training steps/s, ours vs the equations (benchmarks/chen.py)", lines
+        )
+
+
+if __name__ == "__main__":
+    main()
