@@ -262,3 +262,15 @@ def test_own_lag_attention_reads_the_query_slot(simplified):
     tokens = NGramMarkovICL().sample(8, seed=0).tokens
     hooked = own_lag_attention(model, tokens)
     assert hooked == pytest.approx(model.parent_attention(), abs=1e-6)
+
+
+def test_full_mode_path_runs_at_toy_size(monkeypatch, tmp_path):
+    # full mode is the authors' 50000 steps (a GPU job); its code path at a toy size here
+    from inducthead.papers.chen import experiment
+
+    tiny = dict(n_train=40, n_val=20, joint=3, staged=2, full_steps=3, full_lr=1e-3)
+    monkeypatch.setitem(experiment.MODES, "full", tiny)
+    r = experiment.reproduce("full", out_dir=tmp_path, device="cpu", progress=False)
+    assert r.mode == "full" and r.metrics["joint"]["steps"] == 3
+    assert r.metrics["staged"]["steps"] == 6 and (tmp_path / "metrics.json").exists()
+    assert set(r.status) == {c.key for c in r.paper}
