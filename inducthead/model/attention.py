@@ -155,8 +155,9 @@ class Attention(nn.Module):
     def _project(self, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
         if x.ndim == 4:  # split qkv input: [batch, pos, head, d_model]
             out = torch.einsum("bphm,hmd->bphd", x, W)
-        else:
-            out = torch.einsum("bpm,hmd->bphd", x, W)
+        else:  # one [d_model, heads * d_head] matmul (an einsum here ran one bmm per head)
+            h, m, d = W.shape
+            out = (x @ W.transpose(0, 1).reshape(m, h * d)).view(*x.shape[:-1], h, d)
         return out if b is None else out + b
 
     def pattern_needed(self) -> bool:
