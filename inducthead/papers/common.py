@@ -3,7 +3,9 @@
 `ReproductionResult` follows the result contract (`inducthead.analysis.results`): a one-line
 `repr` (how many claims reproduced), `print` adds the claim table, `to_dataframe()` has one row
 per claim (claim | paper | ours | status | source), `to_dict` / `from_dict` / `to_json` /
-`from_json` round-trip, `plot()` draws the paper's headline figure, `_repr_html_` for Jupyter.
+`from_json` round-trip, `plot()` draws the paper's headline figure, `write(dir)` saves
+metrics.json and figure.png, `_repr_html_` for Jupyter. `add_hook_points` gives a paper's own
+model its TL hooks.
 `.metrics` holds our headline numbers, `.paper` the paper's claims (each with its section or
 figure, and `provisional` where not read in the paper itself).
 """
@@ -11,6 +13,7 @@ figure, and `provisional` where not read in the paper itself).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from inducthead.analysis.results import Result
@@ -94,3 +97,35 @@ class ReproductionResult(Result):
         d = dict(d)
         d["paper"] = [Claim(**c) for c in d["paper"]]
         return cls(**d)
+
+    def write(self, out_dir) -> None:
+        """metrics.json (metrics, claims, ours, status; no curves) and figure.png in `out_dir`."""
+        import json
+
+        import matplotlib
+
+        from inducthead.analysis.results import to_jsonable
+
+        matplotlib.use("Agg", force=False)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        d = self.to_dict()
+        d.pop("curves")
+        (out / "metrics.json").write_text(json.dumps(to_jsonable(d), indent=1))
+        self.plot().savefig(out / "figure.png", dpi=80)
+
+
+def add_hook_points(module, names) -> None:
+    """Attach a TransformerLens `HookPoint` at each dotted name (`blocks.0.attn.hook_pattern`),
+    creating empty parent modules on the way; call `module.setup()` afterwards."""
+    from torch import nn
+    from transformer_lens.hook_points import HookPoint
+
+    for name in names:
+        parent = module
+        *path, leaf = name.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(leaf, HookPoint())

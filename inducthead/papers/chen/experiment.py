@@ -15,7 +15,6 @@ and compare each to the in-context Bayes estimator on the same validation sequen
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -148,22 +147,5 @@ def _reproduce(mode, out_dir, dev, seed, progress) -> ChenResult:
     m["wall_s"] = time.perf_counter() - start
     result = ChenResult("chen2024", mode, m, claims.PAPER, ours, status, curves, m["wall_s"])
     if out_dir is not None:
-        write(result, out_dir)
+        result.write(out_dir)
     return result
-
-
-def write(result: ChenResult, out_dir) -> None:
-    """metrics.json (no curves) and figure.png in `out_dir`."""
-    import json
-
-    import matplotlib
-
-    from inducthead.analysis.results import to_jsonable
-
-    matplotlib.use("Agg", force=False)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    d = result.to_dict()
-    d.pop("curves")
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(d), indent=1))
-    result.plot().savefig(out / "figure.png", dpi=80)

@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
-from transformer_lens.hook_points import HookPoint
+
+from inducthead.papers.common import add_hook_points
 
 EPS_LOG = 1e-24  # the authors' product of relu'd inner products is exp(sum deg log(x + 1e-24))
 SELF_SCORE = 1e-6  # the full model's score for a position attending to itself
@@ -124,18 +125,8 @@ class GIHModel(HookedRootModule):
             self.k_proj = nn.Parameter(eye.clone())
             self.o_v_proj = nn.Parameter(eye.clone())
             self.norm = nn.LayerNorm(n_states)
-        for name in HOOKS:
-            self._add_hook(name)
+        add_hook_points(self, HOOKS)
         self.setup()
-
-    def _add_hook(self, name: str) -> None:
-        parent = self
-        *path, leaf = name.split(".")
-        for part in path:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(leaf, HookPoint())
 
     # ------------------------------------------------------------------ readouts
     @property

@@ -11,7 +11,6 @@ standard transformer on 5 seeds.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -229,7 +228,7 @@ def _reproduce(mode, out_dir, dev, seeds, progress, backend, ray_address) -> Mus
     curves = _curves(main, hists, ref, seeds[0], std[0])
     result = MusatResult("musat2025", mode, m, claims.PAPER, ours, status, curves, m["wall_s"])
     if out_dir is not None:
-        write(result, out_dir)
+        result.write(out_dir)
     return result
 
 
@@ -259,21 +258,3 @@ def _curves(main, hists, ref, seed, std) -> dict:
         (main["weights"] - main["weights"][0]) @ (main["weights"] - main["weights"][0]).T, 1e-3, 10
     )["explained_variance_ratio"]
     return out
-
-
-def write(result: MusatResult, out_dir) -> None:
-    """metrics.json (metrics, claims, ours, status; no curves) and figure.png in `out_dir`."""
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    d = result.to_dict()
-    d.pop("curves")
-    from inducthead.analysis.results import to_jsonable
-
-    (out / "metrics.json").write_text(json.dumps(to_jsonable(d), indent=1))
-    fig = result.plot()
-    fig.savefig(out / "figure.png", dpi=80)

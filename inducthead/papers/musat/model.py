@@ -31,8 +31,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from transformer_lens import HookedRootModule
-from transformer_lens.hook_points import HookPoint
 
+from inducthead.papers.common import add_hook_points
 from inducthead.papers.musat import subspace
 
 Hook = Callable[[Tensor], Tensor]
@@ -122,18 +122,8 @@ class MinimalInductionModel(HookedRootModule):
         for name, shape in subspace.shapes(D).items():
             w = torch.randn(*shape, generator=g, dtype=dtype) * init_std
             setattr(self, name, nn.Parameter(w))
-        for name in HOOK_NAMES:
-            self._add_hook(name)
+        add_hook_points(self, HOOK_NAMES)
         self.setup()
-
-    def _add_hook(self, name: str) -> None:
-        parent = self
-        *path, leaf = name.split(".")
-        for part in path:
-            if not hasattr(parent, part):
-                parent.add_module(part, nn.Module())
-            parent = getattr(parent, part)
-        parent.add_module(leaf, HookPoint())
 
     def weights(self) -> dict[str, Tensor]:
         return {"W1": self.W1, "W2": self.W2, "W3": self.W3}
