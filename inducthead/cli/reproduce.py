@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PAPERS = ("musat", "chen")
+PAPERS = ("musat", "chen", "wang")
 
 
 def add_parsers(sub) -> None:
@@ -37,7 +37,7 @@ def cmd_reproduce(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    default = {"musat": "0,1,2", "chen": "2024"}[args.paper]
+    default = {"musat": "0,1,2", "chen": "2024", "wang": "0"}[args.paper]
     text = args.seeds if args.seeds is not None else default
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -51,10 +51,12 @@ def cmd_reproduce(args) -> int:
         result = musat.reproduce(mode, backend=args.backend, ray_address=args.ray_address, **common)
     else:
         if args.backend != "local":
-            raise ValueError("--backend applies to musat's N sweep only; chen runs in-process.")
-        from inducthead.papers import chen
+            raise ValueError(
+                f"--backend applies to musat's N sweep only; {args.paper} runs in-process."
+            )
+        from importlib import import_module
 
-        result = chen.reproduce(mode, **common)
+        result = import_module(f"inducthead.papers.{args.paper}").reproduce(mode, **common)
     print(result)
     print(result.table())
     if args.out:
