@@ -274,3 +274,14 @@ def test_full_mode_path_runs_at_toy_size(monkeypatch, tmp_path):
     assert r.mode == "full" and r.metrics["joint"]["steps"] == 3
     assert r.metrics["staged"]["steps"] == 6 and (tmp_path / "metrics.json").exists()
     assert set(r.status) == {c.key for c in r.paper}
+
+
+def test_authors_quantity_has_its_floor():
+    from inducthead.papers.chen.model import min_authors_loss
+
+    assert min_authors_loss(3) == pytest.approx(0.5514, abs=1e-4)
+    b = NGramMarkovICL().sample(64, seed=5)
+    model = GIHModel()
+    with torch.no_grad():
+        model.a.fill_(50.0)
+    assert float(model.loss(b.tokens, b.targets[:, -1], "authors")) >= min_authors_loss(3)

@@ -13,6 +13,7 @@ gszfwsb/Unveiling-Induction-Heads 9a620e4). Thresholds:
 
 from __future__ import annotations
 
+from inducthead.papers.chen.model import min_authors_loss
 from inducthead.papers.common import Claim
 
 INIT_OWN_LAG = 0.901  # softmax of (3, 0.1, 0.1): a head's own-lag attention at init
@@ -93,7 +94,7 @@ def judge(m: dict) -> tuple[dict[str, str], dict[str, str]]:
     gap = j["val_loss"] - m["bayes_loss"]
     ours["bayes"] = (
         f"val NLL {j['val_loss']:.3f} vs Bayes {m['bayes_loss']:.3f} (gap {gap:+.3f}); "
-        f"authors' quantity {j['authors_val_loss']:.3f}"
+        f"authors' quantity {j['authors_val_loss']:.3f} (its floor {min_authors_loss(3):.4f})"
     )
     status["bayes"] = "reproduced" if gap <= 0.05 else "partly"
     ok, text = _circuit(m["staged"])
