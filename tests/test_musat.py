@@ -321,3 +321,10 @@ def test_cli_refuses_bad_seeds_in_one_line(capsys):
     assert main(["reproduce", "musat", "--seeds", "0,x", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--seeds must be comma-separated integers" in err
+
+
+def test_objective_times_are_bounded_by_max_time():
+    from inducthead.papers.musat import sweep
+
+    out = sweep.objective_times([3], progress=False, max_time=20)
+    assert math.isnan(out["mse"][0]) and math.isnan(out["ratio"][0])  # the event is at ~75

@@ -4,7 +4,7 @@ Quick (< 3 min on 2 CPU cores): the subspace run at N = 6, three relaxations, `d
 trained model, the N sweep 2..24 x 3 seeds in one batched computation, cross-entropy against
 MSE at N = 4, 8, 16, the standard transformer on 3 seeds. Full: N = 16 for the subspace, the
 literal finite population (orbit) with and without random init, the sweep 2..128 grouped per N
-(GPU when present; `backend="ray"` sends the groups to Ray), the objectives up to N = 64, the
+(GPU when present; `backend="ray"` sends the groups to Ray), the objectives up to N = 32, the
 standard transformer on 5 seeds.
 """
 
@@ -40,7 +40,7 @@ MODES = {
         relax_steps=1500,
         orbit=True,
         standard_seeds=5,
-        objective_n=[4, 8, 16, 32, 64],
+        objective_n=[4, 8, 16, 32],
     ),
 }
 SPAN_TOL = 1e-10  # float64 SVD resolves ~1e-15 of the largest; the 17th value is ~3e-9 (N = 6)
