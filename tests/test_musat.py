@@ -328,3 +328,26 @@ def test_objective_times_are_bounded_by_max_time():
 
     out = sweep.objective_times([3], progress=False, max_time=20)
     assert math.isnan(out["mse"][0]) and math.isnan(out["ratio"][0])  # the event is at ~75
+
+
+def test_full_mode_path_runs_at_toy_size(monkeypatch, tmp_path):
+    # full mode is hours on a CPU (its N sweep to 128 alone: ~20 min); its code path here
+    from inducthead.papers.musat import experiment, standard
+
+    tiny = dict(
+        subspace_n=3,
+        subspace_steps=20,
+        sweep_n=[2, 3, 4],
+        group="per_n",
+        relax_steps=10,
+        orbit=True,
+        standard_seeds=1,
+        objective_n=[2, 3],
+    )
+    monkeypatch.setitem(experiment.MODES, "full", tiny)
+    real = standard.run
+    monkeypatch.setattr(standard, "run", lambda **kw: real(**{**kw, "steps": 40}))
+    r = experiment.reproduce("full", out_dir=tmp_path, device="cpu", seeds=(0,), progress=False)
+    assert r.mode == "full" and r.metrics["n_values"] == [2, 3, 4]
+    assert "literal population (orbit, D 8, N 3)" in r.metrics["relaxations"]
+    assert (tmp_path / "metrics.json").exists() and set(r.status) <= {c.key for c in r.paper}
