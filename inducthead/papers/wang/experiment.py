@@ -14,10 +14,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
 from inducthead.papers.common import ReproductionResult
 from inducthead.papers.wang import claims, train
 from inducthead.papers.wang.model import PARAMS
+from inducthead.training.speed import cpu_threads
 
 MODES = {
     "quick": dict(
@@ -67,10 +69,6 @@ def reproduce(mode: str = "quick", out_dir=None, device=None, seeds=(0,), progre
         raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}.")
     if device not in (None, "cpu"):
         raise ValueError("the six-scalar model runs on the CPU (device=None or 'cpu').")
-    import torch
-
-    from inducthead.training.speed import cpu_threads
-
     with cpu_threads(1, torch.device("cpu")):
         return _reproduce(mode, out_dir, int(list(seeds)[0]) if seeds else 0, progress)
 
