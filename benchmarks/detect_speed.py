@@ -4,6 +4,8 @@ For a 2-layer and a 12-layer width-768 model (random weights, GPT-2-like: LayerN
 heads, vocabulary 2048 from a locally built word-level tokenizer), time:
 - `inducthead.detect(model)`: every score (prefix matching at two periods, previous-token,
   duplicate-token, empirical and eigenvalue copying, K-composition);
+- the forward pass detect needs alone (every layer's pattern and head outputs, up to the last
+  attention): the floor for any implementation of these scores;
 - TransformerLens `detect_head(bridge, seqs, "induction_head")` on the same 20 probe sequences
   (the same weights in a TransformerBridge), which computes the attention statistic only.
 TL's 'mul' number is converted to ours (× sequence length / eligible queries) to show both compute
@@ -63,9 +65,10 @@ def measure(layers, d_model, n_heads, vocab, repeats) -> list[str]:
     from transformer_lens.head_detector import detect_head
 
     lines = [
-        "| model | detect (ours, all scores) s | detect on the bridge s | TL detect_head (induction only) s "
-        "| speed-up vs detect_head | max abs diff of prefix matching |",
-        "|---|---|---|---|---|---|",
+        "| model | detect (ours, all scores) s | its forward alone s | detect on the bridge s | "
+        "TL detect_head (induction only) s | speed-up vs detect_head | max abs diff of prefix "
+        "matching |",
+        "|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = word_tokenizer(Path(tmp), vocab)
@@ -80,6 +83,14 @@ def measure(layers, d_model, n_heads, vocab, repeats) -> list[str]:
             texts = [[tokenizer.decode(row[1:]) for row in probe] for probe in probes]
             ih.detect(model)  # warm-up
             t_ours, report = best_of(lambda m=model: ih.detect(m), repeats=repeats)
+            # the forward detect runs (patterns and head outputs of every layer, stopping after
+            # the last attention): the floor any implementation of these scores pays
+            names = [adapter.pattern_hook(l) for l in range(n_layers)]
+            names += [adapter.z_hook(l) for l in range(n_layers)]
+            tokens = torch.cat(probes)
+            t_forward, _ = best_of(
+                lambda a=adapter, t=tokens, n=names: a.run(t, n), repeats=repeats
+            )
             t_bridge, _ = best_of(lambda b=bridge: ih.detect(b, bos_token_id=0), repeats=1)
 
             def tl(b=bridge, texts=texts):
@@ -95,7 +106,8 @@ def measure(layers, d_model, n_heads, vocab, repeats) -> list[str]:
                     (converted - report.scores[f"prefix_matching_p{period}"]).abs().max().item()
                 )
             lines.append(
-                f"| {n_layers}L d{d_model} | {t_ours:.2f} | {t_bridge:.2f} | {t_tl:.2f} | "
+                f"| {n_layers}L d{d_model} | {t_ours:.2f} | {t_forward:.2f} | {t_bridge:.2f} | "
+                f"{t_tl:.2f} | "
                 f"{t_tl / t_ours:.1f}x | {max(diffs):.1e} |"
             )
             print(lines[-1], flush=True)

@@ -28,17 +28,21 @@ KINDS = (*TARGETS, "previous")
 
 
 def target_mass(pattern: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-head sum over (batch, eligible query) of the attention mass on `targets`, and the
-    number of eligible rows (rows with at least one target). `pattern`: `[batch, head, q, k]`."""
-    rows = targets.any(-1)  # [b, q]
-    mass = torch.einsum("bhqk,bqk->bhq", pattern, targets.to(pattern.dtype))
-    return (mass * rows[:, None]).sum((0, 2)), rows.sum()
+    """Per-sequence, per-head sum over eligible queries of the attention mass on `targets`
+    (`[batch, head]`), and each sequence's number of eligible rows (rows with at least one
+    target; `[batch]`). `pattern`: `[batch, head, q, k]`. Targets are sparse (a few keys per
+    query), so the mass is gathered at them, never a product with the whole pattern."""
+    b, q, k = targets.nonzero(as_tuple=True)
+    per_seq = pattern.new_zeros(pattern.shape[:2]).index_add_(0, b, pattern[b, :, q, k])
+    return per_seq, targets.any(-1).sum(-1)
 
 
 def previous_mass(pattern: Tensor, first_query: int = 1) -> tuple[Tensor, Tensor]:
-    """Per-head sum of A[i, i-1] over queries i >= first_query, and the number of rows."""
+    """Per-sequence, per-head sum of A[i, i-1] over queries i >= first_query (`[batch, head]`),
+    and each sequence's number of rows (`[batch]`)."""
     diag = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)[..., first_query - 1 :]
-    return diag.sum((0, 2)), torch.tensor(diag.shape[0] * diag.shape[2])
+    rows = torch.full((diag.shape[0],), diag.shape[2], device=pattern.device)
+    return diag.sum(-1), rows
 
 
 class TargetAttention:
@@ -71,16 +75,14 @@ class TargetAttention:
         `groups` `[batch]` puts each sequence in a probe group (default: all in group 0).
         `first_query`: the first query a previous-token score counts (after BOS)."""
         pattern = pattern.float()
-        for g in range(self.total.shape[0]):
-            mine = slice(None) if groups is None else groups == g
-            if groups is not None and not mine.any():
-                continue
-            if targets is None:
-                total, count = previous_mass(pattern[mine], first_query)
-            else:
-                total, count = target_mass(pattern[mine], targets[mine])
-            self.total[g, layer] += total
-            self.count[g, layer] += count
+        if targets is None:
+            per_seq, rows = previous_mass(pattern, first_query)
+        else:
+            per_seq, rows = target_mass(pattern, targets)
+        if groups is None:
+            groups = torch.zeros(len(per_seq), dtype=torch.long, device=per_seq.device)
+        self.total[:, layer].index_add_(0, groups, per_seq)
+        self.count[:, layer].index_add_(0, groups, rows.to(self.count.dtype))
 
     def mean(self, pooled: bool = False) -> Tensor:
         """`[n_groups, n_layers, n_heads]` means, or `[n_layers, n_heads]` over all groups."""
