@@ -167,6 +167,14 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def shortened(self, steps: int) -> TrainConfig:
+        """The same recipe run for `steps`: explicit `checkpoint_steps` past it dropped and
+        `steps` itself checkpointed (log-spaced checkpoints are re-spaced by `steps` anyway)."""
+        if self.checkpoint_steps is None:
+            return self.replace(steps=steps)
+        kept = {s for s in self.checkpoint_steps if s <= steps}
+        return self.replace(steps=steps, checkpoint_steps=tuple(sorted({*kept, steps})))
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """ "auto" picks cuda > mps > cpu; anything else must name an available device."""

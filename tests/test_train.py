@@ -357,3 +357,12 @@ def test_resume_refuses_a_corpus_whose_files_changed(tmp_path):
             resume=True,
             allow_schedule_change=True,
         )
+
+
+def test_shortened_recipe_keeps_the_checkpoints_inside():
+    cfg = ih.TrainConfig(steps=300, checkpoint_steps=(0, 50, 100, 250, 300))
+    short = cfg.shortened(120)
+    assert short.steps == 120 and short.checkpoint_steps == (0, 50, 100, 120)
+    assert short.lr == cfg.lr and short.betas == cfg.betas
+    logspaced = ih.TrainConfig(steps=300, n_checkpoints=10).shortened(40)
+    assert logspaced.steps == 40 and logspaced.checkpoint_steps is None

@@ -31,9 +31,8 @@ def run(seed: int = 0, steps: int | None = None, out_dir=None, device=None, prog
     "order": [...], "loss_drop_step", "measures": tidy DataFrame, "losses": DataFrame}`."""
     preset = presets.get("musat-standard").with_seed(seed)
     cfg = preset.train.replace(progress=progress, device=device or "auto")
-    if steps is not None:  # keep the preset's checkpoints that fall inside the shorter run
-        kept = tuple(s for s in cfg.checkpoint_steps if s <= steps)
-        cfg = cfg.replace(steps=steps, checkpoint_steps=tuple(sorted({*kept, steps})))
+    if steps is not None:  # the preset's checkpoints that fall inside the shorter run
+        cfg = cfg.shortened(steps)
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(out_dir) / f"standard_seed{seed}" if out_dir else Path(tmp) / "run"
         train(HookedTransformer(preset.model), preset.make_task(), cfg, where, overwrite=True)
