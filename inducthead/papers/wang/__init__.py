@@ -5,9 +5,10 @@ target. No code was released and the full text was not available to us: the targ
 six-scalar model (`model`), the ALiBi-style relative positions, the loss split and every
 threshold are PROVISIONAL reconstructions from the abstract and secondary summaries.
 `inducthead.detect` does not apply to the six-scalar model (Gaussian vector inputs, no tokens);
-the token-version standard transformer of the issue is not built yet (claim "standard")."""
+`standard` trains a HookedTransformer (preset `wang-standard`) on the token version
+(`inducthead.tasks.MixedTargetICL`) and finds its induction head with `detect`."""
 
-from inducthead.papers.wang import data, model, train
+from inducthead.papers.wang import data, model, standard, train
 from inducthead.papers.wang.experiment import WangResult, reproduce
 
-__all__ = ["reproduce", "WangResult", "data", "model", "train"]
+__all__ = ["reproduce", "WangResult", "data", "model", "standard", "train"]

@@ -40,7 +40,7 @@ def run(
     theta = torch.tensor([[float(s)] * 6 for s in sigma]).requires_grad_()
     rows: dict = {k: [] for k in ("step", "loss", "fourgram", "induction", "e4", "eih", "theta")}
     for step in tqdm(range(steps + 1), desc="mixed-target GD", disable=not progress):
-        X = torch.cat([data.sample(1, batch, L, d, g) for g in gens])
+        X = data.sample_per_model(gens, batch, L, d)
         t = data.targets(X, a)
         f = model.forward(theta, X)
         l4 = 0.5 * ((t["fourgram"] - f["fourgram"]) ** 2).sum(-1).mean(-1) / d
