@@ -17,7 +17,10 @@ RESULTS = BENCHMARKS / "RESULTS.md"
 
 # what each script's printed output must contain (regular expressions): its table and its ratios
 EXPECTED = {
-    "chen": [r"\| simplified \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\dx \|", r"data generation \d+ ms"],
+    "chen": [
+        r"\| simplified \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\d\d \| \d+\.\dx \| \d+\.\dx \|",
+        r"data generation \d+ ms",
+    ],
     "demo_emergence": [r"\| seed \| step reached \|", r"worst seed reaches both scores"],
     "detect_speed": [r"\| speed-up vs detect_head \|", r"\| \d+\.\dx \| \d\.\de[+-]\d+ \|"],
     "dynamics": [r"\| Trajectory.head_scores \| \d", r"trajectory / naive throughput: \d+\.\d\dx"],

@@ -80,6 +80,12 @@ def judge(m: dict) -> tuple[dict[str, str], dict[str, str]]:
     j = m["joint"]
     top = max(j["p_S"], key=j["p_S"].get)
     ours["selector"] = f"p_110 {j['p_star']:.3f} (largest: {top}) after {j['steps']} steps"
+    if "joint_nll" in m:  # the same run on the true NLL: the objective decides
+        n = m["joint_nll"]
+        ours["selector"] += (
+            f"; trained on the true NLL instead: p_110 peaks at {n['peak_p_star']:.3f}, ends at "
+            f"{n['p_star']:.3f} after {n['steps']} steps (p_100 {n['p_S']['100']:.3f})"
+        )
     status["selector"] = "reproduced" if j["p_star"] >= 0.9 else "differs"
     own = j["parent_attention"]
     abl = j["head_ablation"]
@@ -97,17 +103,23 @@ def judge(m: dict) -> tuple[dict[str, str], dict[str, str]]:
         f"authors' quantity {j['authors_val_loss']:.3f} (its floor {min_authors_loss(3):.4f})"
     )
     status["bayes"] = "reproduced" if gap <= 0.05 else "partly"
-    ok, text = _circuit(m["staged"])
-    ours["staged"] = (
-        f"{text}, a {m['staged']['a_final']:.2f}, val NLL {m['staged']['val_loss']:.3f}"
-    )
-    status["staged"] = "reproduced" if ok else "differs"
-    f = m["full_model"]
-    ours["full_model"] = (
-        f"p_110 {f['p_star']:.3f}, a {f['a_final']:.2f}, val NLL {f['val_loss']:.3f} after "
-        f"{f['steps']} steps"
-    )
-    status["full_model"] = (
-        "reproduced" if f["p_star"] >= 0.9 else "partly" if f["p_star"] > 1 / 7 else "differs"
-    )
+    if "staged" in m:
+        ok, text = _circuit(m["staged"])
+        ours["staged"] = (
+            f"{text}, a {m['staged']['a_final']:.2f}, val NLL {m['staged']['val_loss']:.3f}"
+        )
+        status["staged"] = "reproduced" if ok else "differs"
+    else:
+        ours["staged"], status["staged"] = "not run (runs=...)", "not run"
+    if "full_model" in m:
+        f = m["full_model"]
+        ours["full_model"] = (
+            f"p_110 {f['p_star']:.3f}, a {f['a_final']:.2f}, val NLL {f['val_loss']:.3f} after "
+            f"{f['steps']} steps"
+        )
+        status["full_model"] = (
+            "reproduced" if f["p_star"] >= 0.9 else "partly" if f["p_star"] > 1 / 7 else "differs"
+        )
+    else:
+        ours["full_model"], status["full_model"] = "not run (runs=...)", "not run"
     return ours, status
