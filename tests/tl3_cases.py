@@ -24,7 +24,13 @@ from inducthead.testing import word_tokenizer
 
 HERE = Path(__file__).resolve().parent
 BASE = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=23, n_ctx=16, seed=0)
-OURS_ONLY = ("bos_token_id", "relative_window", "use_bias", "embed_init_std")  # not TL fields
+OURS_ONLY = (  # not TL fields
+    "bos_token_id",
+    "relative_window",
+    "use_bias",
+    "embed_init_std",
+    "smear_keys",
+)
 
 # Our configs (TL 3 field names), each compared with TL 3 built from the same fields. Together:
 # every normalization, every positional type TL 3 shares with us, attention-only and each act_fn,

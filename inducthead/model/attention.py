@@ -42,6 +42,18 @@ def rotary_sin_cos(cfg: HookedTransformerConfig) -> tuple[Tensor, Tensor]:
     return angles.sin().float(), angles.cos().float()
 
 
+def smear(k: Tensor, logit: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """Smeared keys (Olsson et al. 2022, Argument 2): `k [batch, pos, head, d]` ->
+    sigma(logit_h) k_j + (1 - sigma(logit_h)) k_{j-1}; the first key (and, with left padding,
+    the first real token's) has no predecessor and is kept as is."""
+    gate = torch.sigmoid(logit)[None, None, :, None].to(k.dtype)
+    prev = torch.cat([k[:, :1], k[:, :-1]], 1)  # position 0 reads itself: unchanged
+    if attention_mask is not None:  # a predecessor that is padding: keep the own key
+        pad_before = F.pad(attention_mask[:, :-1] == 0, (1, 0), value=True)
+        prev = torch.where(pad_before[:, :, None, None], k, prev)
+    return k + (1 - gate) * (prev - k)  # = gate k + (1 - gate) prev; exactly k where prev is
+
+
 def alibi_slopes(n_heads: int) -> Tensor:
     """ALiBi head slopes (Press et al. 2022, section 3): geometric from 2^(-8/n), extended for
     head counts that are not powers of two as in the paper's reference implementation."""
@@ -105,6 +117,9 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()
         self.hook_result = HookPoint()  # runs when cfg.use_attn_result: [batch, pos, head, d_model]
+        if cfg.smear_keys:  # Olsson et al. 2022's smeared keys: sigma(0) = 1/2 at init
+            self.smear_logit = nn.Parameter(torch.zeros(h))
+            self.hook_k_smeared = HookPoint()  # [batch, pos, head, d_head]
 
     def _init_key_value(self, cfg: HookedTransformerConfig) -> None:
         h, m, d = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -191,6 +206,8 @@ class Attention(nn.Module):
             q = self.hook_rot_q(self.rotate(q, positions))
             k = self.hook_rot_k(self.rotate(k, positions))
         k, v = self._grouped(k), self._grouped(v)  # one key/value per query head
+        if self.cfg.smear_keys:
+            k = self.hook_k_smeared(smear(k, self.smear_logit, attention_mask))
         n_pos = q.shape[1]
         bias = self.position_bias(n_pos, n_pos, q.device)
         allowed = self._allowed(n_pos, q.device, attention_mask)  # None: plain causal

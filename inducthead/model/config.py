@@ -64,7 +64,10 @@ class HookedTransformerConfig:
     relative_window (offsets a "relative" head can see; default n_ctx), use_bias (attention, MLP
     and unembedding biases; the papers' small models have none), embed_init_std (std of W_E and
     W_pos at init; None uses initializer_range. N(0, 1) embeddings make induction heads form far
-    sooner in small models, measured for the `demo` preset).
+    sooner in small models, measured for the `demo` preset), smear_keys (Olsson et al. 2022,
+    "Argument 2": each head's key at j becomes sigma(a_h) k_j + (1 - sigma(a_h)) k_{j-1}, one
+    trainable a_h per head (`attn.smear_logit`, 0 at init), the first token's key unchanged;
+    hook `attn.hook_k_smeared`).
     """
 
     n_layers: int
@@ -103,6 +106,7 @@ class HookedTransformerConfig:
     relative_window: int | None = None
     use_bias: bool = True
     embed_init_std: float | None = None
+    smear_keys: bool = False
 
     def __post_init__(self) -> None:
         # Fields left to be derived (not given): `replace` derives them again, and keeps every
@@ -230,6 +234,7 @@ class HookedTransformerConfig:
             "use_attn_in",
             "use_hook_mlp_in",
             "default_prepend_bos",
+            "smear_keys",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(

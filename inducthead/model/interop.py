@@ -64,6 +64,11 @@ def to_bridge(model: HookedTransformer, tokenizer=None):
             f"(supported: {', '.join(BRIDGE_POSITIONAL_TYPES)}). Use the model directly: it has "
             "TransformerLens hook names, so run_with_cache/run_with_hooks work on it."
         )
+    if cfg.smear_keys:
+        raise ValueError(
+            "to_bridge: smeared keys (cfg.smear_keys) have no TransformerBridge equivalent. Use "
+            "the model directly: it has TransformerLens hook names (plus attn.hook_k_smeared)."
+        )
     bridge_cfg = TransformerBridgeConfig(
         **{name: getattr(cfg, name) for name in _SHARED_FIELDS},
         positional_embedding_type="rotary" if kind == "rotary" else "standard",
