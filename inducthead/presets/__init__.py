@@ -6,7 +6,7 @@
 >>> model = HookedTransformer(preset.model); run = train(model, preset.make_task(), preset.train)
 """
 
-from inducthead.presets import chen, demo, musat, olsson  # noqa: F401  (register the families)
+from inducthead.presets import chen, demo, musat, olsson, wang  # noqa: F401  (register the families)
 from inducthead.presets.registry import Preset, get, list, register, resolve, table
 
 __all__ = ["Preset", "get", "list", "register", "resolve", "table"]
