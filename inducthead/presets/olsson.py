@@ -95,7 +95,8 @@ def olsson_text(n_layers: int, smeared: bool = False) -> Preset:
         warmup_steps=100,
         schedule="constant",
         eval_every=50,
-        n_checkpoints=40,
+        # every 50 steps: the phase change (steps ~700-1650 in DESIGN.md) is ~100 steps wide
+        checkpoint_steps=(0, 10, 25, *range(50, 2001, 50)),
         seed=0,
     )
     notes = [
