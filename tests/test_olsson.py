@@ -25,7 +25,8 @@ def test_pivot_step_is_the_corner_of_an_l_shaped_path():
 
 def test_icl_of_a_loss_table_reads_the_late_minus_the_early_index():
     losses = torch.arange(256.0).repeat(4, 1)  # loss = position: the score is late - early
-    assert analysis.icl(losses) == pytest.approx(255 - 26)  # 500 and 50 scaled by 255 / 500
+    # indices 500 and 50 scaled to 255 and 26, each averaged over 11 positions: 245-255, 21-31
+    assert analysis.icl(losses) == pytest.approx(250 - 26)
 
 
 def test_token_losses_equal_the_model_loss_and_ablation_undoes_induction(demo_model):

@@ -5,6 +5,12 @@ pivot, pattern-preserving ablation of the induction heads, and the "before-and-a
 attribution per head.
 
 Definitions (PROVISIONAL where marked: ours, not read in the paper's text):
+- ICL score: Olsson's loss at token index 500 minus index 50, here indices 255 and 26 of 256
+  (`causal.metrics.icl_positions`), each averaged over a band of `BAND` positions (the last 11;
+  21-31) (PROVISIONAL: measured on 256 held-out windows, the single-index score swings by
+  +-0.2 nats between neighbouring checkpoints of the 1-layer run, the band score by +-0.05).
+- window: `dynamics.stages.steepest_window` of that score (the rule `Trajectory.phase_change`
+  uses, on the band score).
 - prefix-matching jump: the first step where the best head's prefix matching (layers >= 1;
   every layer for smeared keys, whose layer-0 heads can match prefixes) reaches detect's 0.3.
 - loss gap (PROVISIONAL): this run's evaluation loss minus the 1-layer run's at each step; the
@@ -38,6 +44,7 @@ from inducthead.dynamics.stages import steepest_window
 from inducthead.tasks import Batch
 
 HEAD_EMERGES = 0.3  # detect's prefix-matching threshold
+BAND = 11  # positions averaged at each ICL index (module docstring)
 ATTRIBUTION_WINDOWS = 128  # evaluation windows behind the per-head attribution (8-12 ablations)
 
 
@@ -55,10 +62,18 @@ def token_losses(model, batch: Batch, heads=(), chunk: int = 128) -> torch.Tenso
     return torch.cat(out).cpu()
 
 
+def band_icl(by_position) -> np.ndarray:
+    """The band ICL score (module docstring) of mean losses by position `[..., pos]`."""
+    by_position = np.asarray(by_position, dtype=float)
+    lo, hi = icl_positions(by_position.shape[-1])
+    half = BAND // 2
+    early = by_position[..., max(lo - half, 0) : lo + half + 1].mean(-1)
+    return by_position[..., max(hi - BAND + 1, 0) : hi + 1].mean(-1) - early
+
+
 def icl(losses: torch.Tensor) -> float:
-    """The ICL score of per-token losses `[batch, pos]` (`inducthead.icl_score`'s indices)."""
-    lo, hi = icl_positions(losses.shape[1])
-    return float(losses[:, hi].mean() - losses[:, lo].mean())
+    """The band ICL score of per-token losses `[batch, pos]`."""
+    return float(band_icl(losses.mean(0).numpy()))
 
 
 def pivot_step(coords: np.ndarray, steps: list[int]) -> int:
@@ -74,12 +89,15 @@ def pivot_step(coords: np.ndarray, steps: list[int]) -> int:
 
 
 def analyse(where: Path, batch: Batch, baseline_loss: dict | None = None, progress=False) -> dict:
-    """Every measurement of one run directory on the evaluation `batch`; `baseline_loss`
-    `{step: loss}` is the 1-layer run's (for the loss gap)."""
+    """Every measurement of one shipped run directory (`runs.ship`: log-spaced checkpoints;
+    on evenly spaced late checkpoints the sampling noise is the steepest fall per ln(step)) on
+    the evaluation `batch`; `baseline_loss` `{step: loss}` is the 1-layer run's (loss gap)."""
     traj = Trajectory(where, data=batch, cache=False, progress=progress)
-    curves = traj.phase_change()
-    df = curves.data
+    df = traj.losses()
     steps = [int(s) for s in df["step"]]
+    by_pos = traj.loss_by_position().data.pivot(index="step", columns="position", values="loss")
+    icl_curve = band_icl(by_pos.loc[steps].to_numpy())
+    window = steepest_window(steps, icl_curve, "down", signal="band ICL score")
     smeared = bool(traj.load(steps[-1]).cfg.smear_keys)
     scores = traj.head_scores(("prefix_matching",), phase_change=False).data
     min_layer = 0 if smeared else 1
@@ -91,13 +109,13 @@ def analyse(where: Path, batch: Batch, baseline_loss: dict | None = None, progre
     m: dict = {
         "steps": steps,
         "loss": [round(float(v), 4) for v in df["loss"]],
-        "icl_score": [round(float(v), 4) for v in df["icl_score"]],
+        "icl_score": [round(float(v), 4) for v in icl_curve],
         "best_prefix_matching": [round(float(best_pm.get(s, math.nan)), 4) for s in steps],
         "induction_heads": [head_label(h) for h in heads],
         "previous_token_heads": [head_label(h) for h in found.previous_token_heads],
         "prefix_matching_jump_step": jump.step if jump else math.nan,
-        "window": curves.window,
-        "icl_rule": curves.rule,
+        "window": window.to_dict() if window else None,
+        "icl_rule": window.rule if window else "the band ICL score never falls",
     }
     if baseline_loss is not None:
         common = [s for s in steps if s in baseline_loss]
@@ -113,7 +131,7 @@ def analyse(where: Path, batch: Batch, baseline_loss: dict | None = None, progre
         "explained_variance_ratio": [round(float(r), 4) for r in pca.explained_variance_ratio[:3]],
         "pivot_step": pivot_step(coords, steps),
     }
-    w = curves.window
+    w = m["window"]
     if w is None:
         return m
     i0, i1 = steps.index(w["start"]), steps.index(w["end"])
