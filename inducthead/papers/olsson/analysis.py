@@ -98,12 +98,11 @@ def analyse(where: Path, batch: Batch, baseline_loss: dict | None = None, progre
     by_pos = traj.loss_by_position().data.pivot(index="step", columns="position", values="loss")
     icl_curve = band_icl(by_pos.loc[steps].to_numpy())
     window = steepest_window(steps, icl_curve, "down", signal="band ICL score")
-    smeared = bool(traj.load(steps[-1]).cfg.smear_keys)
+    final = traj.load(steps[-1])
     scores = traj.head_scores(("prefix_matching",), phase_change=False).data
-    min_layer = 0 if smeared else 1
+    min_layer = 0 if final.cfg.smear_keys else 1
     best_pm = scores[scores["layer"] >= min_layer].groupby("step")["value"].max()
     jump = first_crossing(list(best_pm.index), list(best_pm.values), HEAD_EMERGES, "up")
-    final = traj.load(steps[-1])
     found = detect(final)
     heads = [tuple(h) for h in found.induction_heads]
     m: dict = {
@@ -136,17 +135,17 @@ def analyse(where: Path, batch: Batch, baseline_loss: dict | None = None, progre
         return m
     i0, i1 = steps.index(w["start"]), steps.index(w["end"])
     m["icl_score_before"], m["icl_score_after"] = m["icl_score"][i0], m["icl_score"][-1]
-    full = token_losses(final, batch)
-    m["icl_final"] = icl(full)
+    m["icl_final"] = float(icl_curve[-1])  # the last checkpoint's losses on the same batch
     if heads:
-        m.update(_ablations(final, batch, heads, full))
+        m.update(_ablations(final, batch, heads, m["icl_final"]))
     m["attribution"] = _attribution(traj, steps[i0], steps[i1], batch)
     return m
 
 
-def _ablations(final, batch: Batch, heads: list, full: torch.Tensor) -> dict:
+def _ablations(final, batch: Batch, heads: list, icl_full: float) -> dict:
     """ICL score with the induction heads ablated (pattern-preserving), and with as many other
-    heads of the same layers (the control: removing any heads is not enough)."""
+    heads of the same layers (the control: removing any heads is not enough); `icl_full` is the
+    unablated model's."""
     ablated = icl(token_losses(final, batch, heads))
     layers = {layer for layer, _ in heads}
     others = [
@@ -157,12 +156,12 @@ def _ablations(final, batch: Batch, heads: list, full: torch.Tensor) -> dict:
     ][: len(heads)]
     out = {
         "icl_ablated": ablated,
-        "icl_removed_by_ablation": 1 - ablated / icl(full) if icl(full) < 0 else math.nan,
+        "icl_removed_by_ablation": 1 - ablated / icl_full if icl_full < 0 else math.nan,
     }
     if others:
         control = icl(token_losses(final, batch, others))
         out["control_heads"] = [head_label(h) for h in others]
-        out["icl_removed_by_control"] = 1 - control / icl(full) if icl(full) < 0 else math.nan
+        out["icl_removed_by_control"] = 1 - control / icl_full if icl_full < 0 else math.nan
     return out
 
 
