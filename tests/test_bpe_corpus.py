@@ -117,7 +117,13 @@ def test_too_few_documents_or_tokens(tmp_path):
 
 @pytest.mark.parametrize(
     "name",
-    ["olsson-text-1l", "olsson-text-2l", "olsson-text-3l", "olsson-text-smeared-1l"],
+    [
+        "olsson-text-1l",
+        "olsson-text-2l",
+        "olsson-text-3l",
+        "olsson-text-smeared-1l",
+        "olsson-text-smeared-2l",
+    ],
 )
 def test_olsson_text_presets_fit_their_task(name):
     preset = ih.presets.get(name)
@@ -126,3 +132,41 @@ def test_olsson_text_presets_fit_their_task(name):
     assert preset.model.bos_token_id == task.bos_token_id == 512
     assert preset.model.smear_keys == ("smeared" in name)
     assert not task._streams
+
+
+def test_a_hugging_face_dataset_is_streamed_row_by_row(tmp_path, monkeypatch):
+    # the real loading code (`datasets.load_dataset(..., streaming=True)`) on a stand-in module:
+    # no network here; the rows become documents exactly as files do
+    import sys
+    import types
+
+    calls = []
+    rows = [{"text": f"def f{i}(x):\n    return x + {i}\n" * 40, "id": i} for i in range(12)]
+
+    def load_dataset(path, name=None, split=None, streaming=False):
+        calls.append((path, name, split, streaming))
+        return iter(rows + [{"text": "never read", "id": 99}] * 1000)
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    task = BPECorpus(
+        dataset="my/corpus:small",
+        max_documents=12,
+        seq_len=16,
+        vocab_size=300,
+        val_every=4,
+        cache_dir=str(tmp_path),
+    )
+    info = task.describe()
+    assert calls == [("my/corpus", "small", "train", True)]
+    assert info["n_documents"] == 12 and task.documents() == []
+    b = task.sample(4, seed=0)
+    assert b.tokens.shape == (4, 16) and int(b.tokens.max()) <= task.bos_token_id
+    text = task.tokenizer().decode(task.eval_batch(1).tokens[0].tolist())
+    assert "return x" in text
+    with pytest.raises(ValueError, match="no field 'content'"):
+        BPECorpus(dataset="my/corpus", text_field="content", cache_dir=str(tmp_path)).describe()
+    with pytest.raises(ValueError, match="paths or a dataset"):
+        BPECorpus(dataset="x", paths=("a",))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(ImportError, match="pip install datasets"):
+        BPECorpus(dataset="my/corpus", cache_dir=str(tmp_path / "other")).describe()

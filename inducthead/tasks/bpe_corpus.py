@@ -4,7 +4,10 @@ are joined by a separator token that doubles as BOS (id `vocab_size`, so `d_voca
 `vocab_size + 1`). Every 30th document (by `val_every`) is held out for `eval_batch`.
 
 The default documents are the running interpreter's standard-library sources without their
-test folders (~35% code in Olsson's data; offline). The tokenizer and the encoded token stream
+test folders (~35% code in Olsson's data; offline); `paths` takes any files or folders, and
+`dataset` a Hugging Face dataset name when online (`"wikitext:wikitext-103-raw-v1"`: name and
+config; the first `max_documents` rows of `dataset_split`, one row's `text_field` a document;
+`pip install datasets`). The tokenizer and the encoded token stream
 are cached under `cache_dir` (default `~/.cache/inducthead/bpe`), keyed by the documents'
 SHA-256 fingerprint and the vocabulary settings, and written atomically: a second use loads in
 milliseconds, and a changed file means a new key, never a stale stream.
@@ -54,6 +57,10 @@ class BPECorpus(Task):
     tokenizer_docs: int = 3000
     val_every: int = 30
     cache_dir: str | None = None
+    dataset: str | None = None
+    dataset_split: str = "train"
+    text_field: str = "text"
+    max_documents: int = 20000
     _streams: dict[str, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -74,6 +81,16 @@ class BPECorpus(Task):
             raise ValueError(f"BPECorpus.val_every must be an int >= 2, got {self.val_every!r}.")
         if self.vocab_size > 65535:
             raise ValueError("BPECorpus.vocab_size must be <= 65535 (tokens are stored as uint16).")
+        if self.dataset is not None and self.paths:
+            raise ValueError("BPECorpus: give paths or a dataset, not both.")
+        if isinstance(self.max_documents, bool) or not isinstance(self.max_documents, int):
+            raise ValueError(
+                f"BPECorpus.max_documents must be an int >= 2, got {self.max_documents!r}."
+            )
+        if self.max_documents < 2:
+            raise ValueError(
+                f"BPECorpus.max_documents must be an int >= 2, got {self.max_documents!r}."
+            )
 
     @property
     def d_vocab(self) -> int:
@@ -85,27 +102,44 @@ class BPECorpus(Task):
 
     # ------------------------------------------------------------------ building
     def documents(self) -> list[Path]:
+        """The document files (`paths`, or the standard library); [] for a `dataset`."""
+        if self.dataset is not None:
+            return []
         return resolve_paths(self.paths) if self.paths else stdlib_documents()
 
-    def _key(self, files: list[Path]) -> tuple[str, list[bytes]]:
-        digest, texts = hashlib.sha256(), []
-        for f in files:
-            raw = f.read_bytes()
-            digest.update(f.name.encode() + b"\0" + raw)
-            texts.append(raw)
+    def _texts(self) -> list[tuple[str, bytes]]:
+        """`(name, raw bytes)` of every document, files or dataset rows."""
+        if self.dataset is None:
+            return [(f.name, f.read_bytes()) for f in self.documents()]
+        rows = _dataset_rows(self.dataset, self.dataset_split, self.max_documents)
+        texts = []
+        for i, row in enumerate(rows):
+            if self.text_field not in row:
+                raise ValueError(
+                    f"BPECorpus: dataset {self.dataset!r} has no field {self.text_field!r} "
+                    f"(fields: {', '.join(row)}); set text_field."
+                )
+            if row[self.text_field]:
+                texts.append((f"{self.dataset}[{i}]", str(row[self.text_field]).encode()))
+        return texts
+
+    def _key(self, docs: list[tuple[str, bytes]]) -> str:
+        digest = hashlib.sha256()
+        for name, raw in docs:
+            digest.update(name.encode() + b"\0" + raw)
         spec = f"{self.vocab_size}:{self.tokenizer_docs}:{self.val_every}".encode()
         digest.update(b"\1" + spec)
-        return digest.hexdigest(), texts
+        return digest.hexdigest()
 
     def _build(self) -> None:
         if self._streams:
             return
-        files = self.documents()
-        if len(files) < 2:
+        docs = self._texts()
+        if len(docs) < 2:
             raise ValueError(
-                f"BPECorpus: {len(files)} document(s); need at least 2 (one is held out)."
+                f"BPECorpus: {len(docs)} document(s); need at least 2 (one is held out)."
             )
-        key, texts = self._key(files)
+        key, texts = self._key(docs), [raw for _, raw in docs]
         root = Path(self.cache_dir or Path.home() / ".cache" / "inducthead" / "bpe") / key[:24]
         paths = {s: root / f"{s}.npy" for s in ("train", "val")}
         tok_path = root / "tokenizer.json"
@@ -113,7 +147,7 @@ class BPECorpus(Task):
             self._encode(texts, tok_path, paths)
         self._streams = {s: np.load(p, mmap_mode="r") for s, p in paths.items()}
         self._info = {
-            "n_documents": len(files),
+            "n_documents": len(docs),
             "fingerprint": key,
             "n_tokens": {s: int(len(v)) for s, v in self._streams.items()},
             "tokenizer": str(tok_path),
@@ -183,6 +217,26 @@ class BPECorpus(Task):
 
     def eval_batch(self, batch_size: int, seed: int = 0, device="cpu") -> Batch:
         return self._windows("val", batch_size, seed + 10**9, device)
+
+
+def _dataset_rows(name: str, split: str, limit: int) -> list[dict]:
+    """The first `limit` rows of the Hugging Face dataset `name` ("name" or "name:config"),
+    streamed (only those rows are downloaded)."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError(
+            f"BPECorpus(dataset={name!r}) needs the datasets package: pip install datasets "
+            "(or pass paths= to text files)."
+        ) from None
+    path, _, config = name.partition(":")
+    stream = datasets.load_dataset(path, config or None, split=split, streaming=True)
+    rows = []
+    for row in stream:
+        rows.append(dict(row))
+        if len(rows) >= limit:
+            break
+    return rows
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
