@@ -1,6 +1,6 @@
 """`olsson-attn-only-{1,2,3}l` and their CPU-sized `-small` variants (Olsson et al. 2022), and
-the text recipe `olsson-text-{1,2,3}l` / `olsson-text-smeared-1l` (a locally trained BPE of 512
-tokens over the standard library, `tasks.BPECorpus`)."""
+the text recipe `olsson-text-{1,2,3}l` / `olsson-text-smeared-{1,2}l` (a locally trained BPE of
+512 tokens over the standard library, `tasks.BPECorpus`) behind `papers.olsson`."""
 
 from __future__ import annotations
 
@@ -122,3 +122,4 @@ for _layers in (1, 2, 3):
         register(olsson(_layers, _small))
     register(olsson_text(_layers))
 register(olsson_text(1, smeared=True))
+register(olsson_text(2, smeared=True))
