@@ -59,7 +59,7 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py $(if $(BENCH),--only $(BENCH))
 
 assets: setup
-	$(BIN)/python assets/build.py
+	$(BIN)/python assets/build.py $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) .venv-tl3 .pytest_cache .ruff_cache runs

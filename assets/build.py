@@ -1,6 +1,10 @@
-"""Rebuild assets/demo: the demo preset trained on the CPU (seed 0), shipped for tests and
-tutorials so they need no training. Weights-only checkpoints at the steps that span the induction
-head's emergence, plus the full metrics.jsonl and run.json. Run with `make assets`."""
+"""Rebuild the shipped assets (`make assets`; `make assets ONLY=demo` for one):
+- demo: the demo preset trained on the CPU (seed 0), for tests and tutorials so they need no
+  training: weights-only checkpoints at the steps that span the induction head's emergence, plus
+  the full metrics.jsonl and run.json (~1 min);
+- olsson: the Olsson et al. 2022 text runs (`inducthead.papers.olsson.runs`: 1-, 2-, 3-layer and
+  smeared-key 1- and 2-layer, seed 0, the full recipe; ~50 CPU-minutes on one core), then their
+  quick reproduction into assets/reproductions/olsson/."""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ OUT = Path(__file__).resolve().parent / "demo"
 KEEP = (0, 50, 100, 150, 200, 225, 250, 275, 300, 350, 400, 500, 600, 800)
 
 
-def main() -> None:
+def demo() -> None:
     preset = ih.configs.get("demo")
     steps = tuple(sorted(set(KEEP) | {preset.train.steps}))
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,6 +46,32 @@ def main() -> None:
         )
     size = sum(f.stat().st_size for f in OUT.rglob("*")) / 1e6
     print(f"wrote {OUT}: {len(steps)} checkpoints, {size:.1f} MB")
+
+
+def olsson() -> None:
+    from inducthead.papers import olsson as paper
+
+    paper.runs.build_assets(progress=False)
+    result = paper.reproduce("quick", out_dir=OUT.parent / "reproductions" / "olsson")
+    size = sum(f.stat().st_size for f in paper.runs.ASSETS.rglob("*")) / 1e6
+    print(f"wrote {paper.runs.ASSETS} ({size:.1f} MB)")
+    print(result)
+
+
+BUILDERS = {"demo": demo, "olsson": olsson}
+
+
+def main(argv=None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", default=",".join(BUILDERS), help="comma-separated: demo,olsson")
+    names = [n.strip() for n in p.parse_args(argv).only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BUILDERS]
+    if unknown:
+        p.error(f"unknown asset(s) {unknown}; choose from {', '.join(BUILDERS)}")
+    for name in names:
+        BUILDERS[name]()
 
 
 if __name__ == "__main__":

@@ -304,7 +304,7 @@ def test_cli_chen_refuses_a_ray_backend(capsys):
     assert main(["reproduce", "chen", "--backend", "ray", "--no-progress"]) == 2
     assert "--backend applies to musat" in capsys.readouterr().err
     assert main(["reproduce", "wang", "--runs", "staged", "--no-progress"]) == 2
-    assert "--runs applies to chen only" in capsys.readouterr().err
+    assert "--runs applies to chen and olsson" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("simplified", [True, False])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PAPERS = ("musat", "chen", "wang")
+PAPERS = ("musat", "chen", "wang", "olsson")
 
 
 def add_parsers(sub) -> None:
@@ -31,8 +31,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--runs",
-        help="chen only: which trainings, comma-separated from joint,staged,full_model "
-        "(default: all; joint is always run)",
+        help="chen: which trainings, comma-separated from joint,staged,full_model (joint is "
+        "always run); olsson: which runs from 1l,2l,3l,smeared_1l,smeared_2l (1l always); "
+        "default: all",
     )
     p.add_argument("--ray-address", help="an existing Ray cluster (default: start a local one)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -43,7 +44,7 @@ def cmd_reproduce(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    default = {"musat": "0,1,2", "chen": "2024", "wang": "0"}[args.paper]
+    default = {"musat": "0,1,2", "chen": "2024", "wang": "0", "olsson": "0"}[args.paper]
     text = args.seeds if args.seeds is not None else default
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -52,10 +53,11 @@ def cmd_reproduce(args) -> int:
     mode = "full" if args.full else "quick"
     common = dict(out_dir=args.out, device=args.device, seeds=seeds, progress=not args.no_progress)
     if args.runs is not None:
-        if args.paper != "chen":
-            raise ValueError(f"--runs applies to chen only, not {args.paper}.")
+        if args.paper not in ("chen", "olsson"):
+            raise ValueError(f"--runs applies to chen and olsson, not {args.paper}.")
         named = [r.strip() for r in args.runs.split(",") if r.strip()]
-        common["runs"] = tuple(dict.fromkeys(["joint", *named]))  # joint always, in order
+        first = "joint" if args.paper == "chen" else "1l"  # always run, first
+        common["runs"] = tuple(dict.fromkeys([first, *named]))
     if args.paper == "musat":
         from inducthead.papers import musat
 

@@ -1,4 +1,4 @@
-"""Paper reproductions: one package per paper (`musat`, later `chen`, `wang`, `olsson`), each
+"""Paper reproductions: one package per paper (`musat`, `chen`, `wang`, `olsson`), each
 with `reproduce(mode="quick" | "full", out_dir=None, device=None, seeds=...)` returning a
 `ReproductionResult` (our `.metrics` beside the paper's `.paper` claims).
 
