@@ -81,6 +81,9 @@ def _pca(a, runs, c, color_of, evr) -> None:
 
 def _ablation(a, runs) -> None:
     done = [k for k, r in runs.items() if "icl_ablated" in r]
+    if not done:
+        _empty(a, "(e) pattern-preserving ablation", "no run with induction heads")
+        return
     x = np.arange(len(done))
     full = [runs[k]["icl_final"] for k in done]
     ablated = [runs[k]["icl_ablated"] for k in done]
@@ -99,6 +102,9 @@ def _ablation(a, runs) -> None:
 
 def _attribution(a, runs) -> None:
     done = [k for k, r in runs.items() if r.get("attribution")]
+    if not done:
+        _empty(a, "(f) before-and-after attribution", "no run with a phase change")
+        return
     labels = sorted({h for k in done for h in runs[k]["attribution"]})
     grid = np.full((len(done), len(labels)), np.nan)
     for i, k in enumerate(done):
@@ -113,3 +119,9 @@ def _attribution(a, runs) -> None:
     a.set_yticks(range(len(done)), [LABELS[k] for k in done], fontsize=8)
     a.set_title("(f) share of the phase change undone by ablating each head", fontsize=10)
     a.figure.colorbar(im, ax=a, fraction=0.04)
+
+
+def _empty(a, title: str, why: str) -> None:
+    a.set_title(title, fontsize=10)
+    a.text(0.5, 0.5, why, ha="center", va="center", transform=a.transAxes)
+    a.set_axis_off()
