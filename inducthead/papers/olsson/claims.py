@@ -137,13 +137,7 @@ def judge(m: dict) -> tuple[dict[str, str], dict[str, str]]:
     ours["phase_change"] = "; ".join(_phase_text(k, runs[k]) for k in runs)
     formed = [k for k in multi if _has_phase_change(runs[k]) and all(_co(runs[k], "pm", "lb"))]
     one_flat = "1l" in runs and not _has_phase_change(runs["1l"])
-    status["phase_change"] = (
-        "reproduced"
-        if one_flat and len(formed) == len(multi) and multi
-        else "partly"
-        if formed
-        else "differs"
-    )
+    status["phase_change"] = _grade(one_flat and bool(multi) and formed == multi, bool(formed))
     with_heads = [k for k in runs if runs[k]["induction_heads"] and _has_phase_change(runs[k])]
     ours["pca_pivot"] = "; ".join(
         f"{LABELS[k]}: pivot {_span(runs[k].get('pca_pivot'))} vs window {_window(runs[k])}"
@@ -159,17 +153,16 @@ def judge(m: dict) -> tuple[dict[str, str], dict[str, str]]:
             f" (fastest PC2 fall per step: 1L {one['peak_rate']:.2f}, runs with induction heads "
             f">= {min(rates):.2f})"
         )
-    status["pca_pivot"] = (
-        "reproduced"
-        if with_heads and len(pivots) == len(with_heads) and one_quiet
-        else "partly"
-        if pivots
-        else "differs"
-    )
+    all_pivot = bool(with_heads) and pivots == with_heads and one_quiet
+    status["pca_pivot"] = _grade(all_pivot, bool(pivots))
     ours["smeared_keys"], status["smeared_keys"] = _smeared(runs)
     ours["ablation"], status["ablation"] = _ablation(runs)
     ours["attribution"], status["attribution"] = _attribution(runs)
     return ours, status
+
+
+def _grade(all_ok: bool, any_ok: bool) -> str:
+    return "reproduced" if all_ok else "partly" if any_ok else "differs"
 
 
 def _co(r: dict, *which) -> list[bool]:
@@ -232,8 +225,7 @@ def _ablation(runs: dict) -> tuple[str, str]:
             f"(control {', '.join(r.get('control_heads', [])) or 'none'}: {control:.0%})"
         )
         good += removed > 0.5 and not (control >= removed / 2)
-    status = "reproduced" if good == len(done) else ("partly" if good else "differs")
-    return "; ".join(parts), status
+    return "; ".join(parts), _grade(good == len(done), good > 0)
 
 
 def _attribution(runs: dict) -> tuple[str, str]:
@@ -252,5 +244,5 @@ def _attribution(runs: dict) -> tuple[str, str]:
             f"{at.get('step', '?')}: {', '.join(heads) or 'no induction head'})"
         )
         good += top in heads
-    status = "reproduced" if good == len(done) else ("partly" if good else "differs")
-    return "; ".join(parts) + " (share of the phase change's per-token improvement undone)", status
+    text = "; ".join(parts) + " (share of the phase change's per-token improvement undone)"
+    return text, _grade(good == len(done), good > 0)
