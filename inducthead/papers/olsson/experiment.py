@@ -13,7 +13,6 @@ per-token-loss PCA is fitted jointly over all runs (`pca`).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from inducthead.dynamics import Trajectory
 from inducthead.papers.common import ReproductionResult
 from inducthead.papers.olsson import analysis, claims, pca
 from inducthead.papers.olsson import runs as shipped
-from inducthead.presets import get as get_preset
 
 MODES = ("quick", "full")
 FULL = {"steps": None}  # None: the presets' recipe (2000 steps); tests shorten it
@@ -69,15 +67,9 @@ def reproduce(
         return _analyse(shipped.ASSETS, keys, mode, out_dir, start, progress)
     if out_dir is None:
         raise ValueError("full mode writes its shipped runs to out_dir: pass out_dir.")
-    out = Path(out_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        trained = shipped.train_runs(
-            Path(work_dir or tmp), keys, FULL["steps"], device=device, progress=progress
-        )
-        for key, run_dir in trained.items():
-            shipped.ship(run_dir, out / "runs" / key)
-    shipped.write_shared(get_preset(shipped.RUNS["2l"]).make_task(), out / "runs", shipped.N_EVAL)
-    return _analyse(out / "runs", keys, mode, out_dir, start, progress)
+    where = Path(out_dir) / "runs"
+    shipped.build_assets(where, work_dir, progress, keys, FULL["steps"], device)
+    return _analyse(where, keys, mode, out_dir, start, progress)
 
 
 def _analyse(where: Path, keys, mode, out_dir, start, progress) -> OlssonResult:

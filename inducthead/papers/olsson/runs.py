@@ -100,12 +100,21 @@ def ship(run_dir: Path, dest: Path, keep=KEEP, dtype=torch.float16) -> list[int]
     return steps
 
 
-def build_assets(out: Path = ASSETS, work_dir: Path | None = None, progress: bool = True) -> None:
-    """Train every run by the full recipe and write `out` (what `make assets` runs)."""
+def build_assets(
+    out: Path = ASSETS,
+    work_dir: Path | None = None,
+    progress: bool = True,
+    keys=tuple(RUNS),
+    steps: int | None = None,
+    device="cpu",
+) -> None:
+    """Train the runs `keys` by the full recipe (`steps` shortens it), ship each into `out` and
+    write the shared tokenizer and windows there: what `make assets` and full mode run;
+    `work_dir` keeps the complete training runs (default: a temporary folder)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        runs = train_runs(Path(work_dir or tmp), progress=progress, device="cpu")
-        for key, run_dir in runs.items():
-            ship(run_dir, out / key)
-        write_shared(presets.get(RUNS["2l"]).make_task(), out)
+        trained = train_runs(Path(work_dir or tmp), keys, steps, device=device, progress=progress)
+        for key, run_dir in trained.items():
+            ship(run_dir, Path(out) / key)
+    write_shared(presets.get(RUNS["2l"]).make_task(), Path(out), N_EVAL)
