@@ -2,11 +2,12 @@
 
 Data flows one way, and the subpackages follow it (README, "Architecture"):
 config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir (`runs`) ->
-`analysis` (detect) -> `causal` (verify); `dynamics` reads checkpoints over time; `papers`
+`analysis` (detect) -> `causal` (verify); `dynamics` reads checkpoints over time, `viz` draws
+attention views offline; `papers`
 reproduces papers on top of both; `sweep` and `cli` sit on top.
 """
 
-from inducthead import dynamics, presets, tasks
+from inducthead import dynamics, presets, tasks, viz
 from inducthead._version import __version__
 from inducthead.analysis import (
     DetectionReport,
@@ -75,4 +76,5 @@ __all__ = [
     "emergence_step",
     "dynamics",
     "Trajectory",
+    "viz",
 ]
