@@ -2,9 +2,8 @@
 
 Data flows one way, and the subpackages follow it (README, "Architecture"):
 config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir (`runs`) ->
-`analysis` (detect) -> `causal` (verify); `dynamics` reads checkpoints over time, `viz` draws
-attention views offline; `papers`
-reproduces papers on top of both; `sweep` and `cli` sit on top.
+`analysis` (detect) -> `causal` (verify); `dynamics` reads checkpoints over time and `viz` draws
+attention views offline; `papers` and `report` build on all of them; `sweep` and `cli` sit on top.
 """
 
 from inducthead import dynamics, presets, tasks, viz
