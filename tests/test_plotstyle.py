@@ -1,0 +1,166 @@
+"""The one figure style (`inducthead.plotstyle`) and the plots built on it."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.figure
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.patches import Rectangle
+
+from inducthead import plotstyle
+
+
+@pytest.fixture
+def no_new_pyplot_figures():
+    """Every figure made in the test stays out of pyplot's registry."""
+    before = plt.get_fignums()
+    yield
+    assert plt.get_fignums() == before
+
+
+def _ax():
+    fig, axes = plotstyle.new_figure()
+    return axes[0, 0]
+
+
+def _scale(im) -> tuple[str, float, float]:
+    return im.get_cmap().name, im.norm.vmin, im.norm.vmax
+
+
+def _outlined(ax) -> list[tuple[int, int]]:
+    """(layer, head) of the outline rectangles on a heatmap."""
+    return sorted(
+        (round(p.get_y() + p.get_height() / 2), round(p.get_x() + p.get_width() / 2))
+        for p in ax.patches
+        if isinstance(p, Rectangle)
+    )
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes] + list(fig.legends)
+    return [t.get_text() for lg in legends if lg is not None for t in lg.get_texts()]
+
+
+# ---------------------------------------------------------------------------- colour by quantity
+@pytest.mark.parametrize("kind", plotstyle.KINDS)
+def test_the_colour_map_depends_on_the_quantity_not_on_the_sign_of_the_data(kind):
+    positive = np.array([[0.2, 0.4], [0.1, 0.5]])
+    mixed = np.array([[-0.2, 0.4], [0.1, -0.5]])
+    a = plotstyle.head_heatmap(_ax(), positive, kind)
+    b = plotstyle.head_heatmap(_ax(), mixed, kind)
+    assert a.get_cmap().name == b.get_cmap().name
+    expected = {"score": "viridis", "signed": "RdBu_r", "effect": "RdBu_r"}[kind]
+    assert a.get_cmap().name.startswith(expected)
+    if kind != "effect":  # fixed limits: the same score looks the same in every model
+        assert _scale(a) == _scale(b) == (a.get_cmap().name, *plotstyle.colour_scale(kind)[1:])
+    else:  # both grids reach |0.5|: the same symmetric limits
+        assert _scale(a)[1:] == _scale(b)[1:] == (-0.5, 0.5)
+
+
+def test_effect_limits_are_symmetric_and_scaled_to_the_data():
+    small = np.array([[0.05, -0.01], [math.nan, 0.02]])  # a 0.05-nat effect fills the scale
+    assert plotstyle.colour_scale("effect", small) == ("RdBu_r", -0.05, 0.05)
+    assert plotstyle.colour_scale("effect", -small * 100) == ("RdBu_r", -5.0, 5.0)
+    assert plotstyle.colour_scale("effect", np.zeros((2, 2)))[1:] == (-1.0, 1.0)
+    assert plotstyle.colour_scale("effect", [math.nan])[1:] == (-1.0, 1.0)
+    assert plotstyle.colour_scale("score", small) == ("viridis", 0.0, 1.0)  # data ignored
+    with pytest.raises(ValueError, match="kind must be one of"):
+        plotstyle.colour_scale("sequential")
+
+
+def test_cell_formats():
+    assert plotstyle.cell_format("score", 1.0).format(0.954) == "0.95"
+    effect = plotstyle.cell_format("effect", 4.43)
+    assert [effect.format(v) for v in (4.434, -0.08)] == ["+4.43", "-0.08"]
+    assert plotstyle.cell_format("effect", 0.0279).format(-0.0279) == "-0.0279"
+    assert plotstyle.cell_format("effect", 2e-5).format(2e-5) == "+2.00e-05"
+
+
+# ---------------------------------------------------------------------------- head heatmaps
+def test_small_grids_carry_their_values_in_the_cells(no_new_pyplot_figures):
+    ax = _ax()
+    grid = np.array([[0.002, 0.03], [0.951, math.nan]])
+    plotstyle.head_heatmap(ax, grid, "score")
+    cells = {
+        (round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts
+    }
+    assert cells == {(0, 0): "0.00", (0, 1): "0.03", (1, 0): "0.95"}  # NaN left blank
+    assert ax.get_xlabel() == "Head" and ax.get_ylabel() == "Layer"
+    assert list(ax.get_xticks()) == [0, 1] and list(ax.get_yticks()) == [0, 1]
+    dark, light = (t for t in ax.texts if t.get_text() in ("0.00", "0.95"))
+    assert dark.get_color() == "white" and light.get_color() == "black"  # readable on the colour
+
+
+def test_large_grids_have_no_values_in_cells_unless_asked():
+    grid = np.random.default_rng(0).random((12, 12))
+    ax = _ax()
+    plotstyle.head_heatmap(ax, grid)
+    assert len(ax.texts) == 0
+    ax = _ax()
+    plotstyle.head_heatmap(ax, grid, values_in_cells=True)
+    assert len(ax.texts) == 144
+
+
+def test_outlined_heads_get_a_legend_entry_naming_the_outline(no_new_pyplot_figures):
+    ax = _ax()
+    plotstyle.head_heatmap(
+        ax, np.zeros((2, 3)), highlight=[(1, 2), (0, 1)], highlight_label="induction head: L1H2"
+    )
+    assert _outlined(ax) == [(0, 1), (1, 2)]
+    assert _legend_texts(ax.figure) == ["induction head: L1H2"]
+    ax = _ax()  # two groups: solid and dashed outlines, an entry each
+    plotstyle.head_heatmap(ax, np.zeros((2, 2)), highlight={"a": [(1, 0)], "b": [(0, 0)]})
+    styles = {p.get_label(): p.get_linestyle() for p in ax.patches}
+    assert styles == {"a": "-", "b": "--"}
+    assert _legend_texts(ax.figure) == ["a", "b"]
+    ax = _ax()  # nothing outlined: no legend
+    plotstyle.head_heatmap(ax, np.zeros((2, 2)), highlight=[], highlight_label="confirmed")
+    assert len(ax.patches) == 0 and ax.get_legend() is None
+
+
+def test_bad_grids():
+    with pytest.raises(ValueError, match=r"\[n_layers, n_heads\] grid, got shape \(4,\)"):
+        plotstyle.head_heatmap(_ax(), np.zeros(4))
+    with pytest.raises(ValueError, match="at most 2 highlight groups"):
+        plotstyle.head_heatmap(_ax(), np.zeros((2, 2)), highlight={"a": [], "b": [], "c": []})
+    with pytest.raises(ValueError, match="at least one row"):
+        plotstyle.new_figure(0, 1)
+
+
+# ---------------------------------------------------------------------------- figures
+def test_figures_are_not_registered_with_pyplot_and_render_as_png(tmp_path):
+    before = plt.get_fignums()
+    fig, axes = plotstyle.new_figure(2, 3, dpi=50)
+    assert isinstance(fig, matplotlib.figure.Figure) and axes.shape == (2, 3)
+    assert fig.get_size_inches().tolist() == [5.2 * 3, 3.4 * 2]
+    axes[0, 0].plot([0, 1])
+    assert plt.get_fignums() == before
+    assert fig._repr_png_().startswith(b"\x89PNG")  # what IPython displays, once
+    fig.savefig(tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes().startswith(b"\x89PNG")
+    assert plotstyle.Figure()._repr_png_() is None  # nothing drawn: nothing shown
+    fig, flat = plotstyle.panel_grid(4, max_cols=3)
+    assert len(flat) == 4 and len(fig.axes) == 6 and not fig.axes[5].axison
+
+
+def test_step_axis_is_log_like_and_keeps_step_zero():
+    ax = _ax()
+    ax.plot([0, 25, 50, 800], [4.8, 4.3, 4.2, 0.2])
+    plotstyle.step_axis(ax)
+    assert ax.get_xscale() == "symlog" and ax.get_xlabel() == "training step"
+    assert ax.xaxis.get_transform().linthresh == 25  # linear below the first non-zero step
+    x0, x25, x800 = ax.transData.transform([(0, 0), (25, 0), (800, 0)])[:, 0]
+    assert x0 < x25 < x800 and np.isfinite(x0)
+    plotstyle.shade_window(ax, 225, 250)
+    plotstyle.legend(ax)
+    assert _legend_texts(ax.figure) == ["phase change"]
+
+
+def test_head_colours_and_step_norm():
+    colours = plotstyle.head_colours(["L0H0", "L0H1", "L1H0"])
+    assert len(set(colours.values())) == 3
+    norm = plotstyle.step_norm([0, 10, 100, 1000])
+    assert norm(0) == 0 and norm(1000) == 1 and 0 < norm(10) < norm(100) < 1
