@@ -1,6 +1,6 @@
 """The `inducthead` command line: one module per command group (`training`: train, configs;
 `demo`; `analysis`: detect, verify, ablate; `sweep`; `dynamics`;
-`reproduce`), assembled here.
+`reproduce`; `report`), assembled here.
 
 Errors and warnings print as one line each (`inducthead: error: ...`, exit 2; `inducthead:
 warning: ...`) unless --debug is given; Ctrl-C during training saves a checkpoint and exits 130.
@@ -12,12 +12,12 @@ import argparse
 import sys
 import warnings
 
-from inducthead.cli import analysis, demo, dynamics, reproduce, sweep, training
+from inducthead.cli import analysis, demo, dynamics, report, reproduce, sweep, training
 from inducthead.cli.common import EXIT_ERROR, EXIT_INTERRUPTED
 
 __all__ = ["main", "build_parser", "EXIT_ERROR", "EXIT_INTERRUPTED"]
 
-COMMAND_GROUPS = (training, analysis, demo, sweep, dynamics, reproduce)
+COMMAND_GROUPS = (training, analysis, demo, sweep, dynamics, reproduce, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 """`inducthead demo`: train the demo preset, then print per-head scores on periods never trained
-on and the verdicts of `detect` and `verify`."""
+on and the verdicts of `detect` and `verify`, and write the run's HTML report (RUN/report.html)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from inducthead.analysis import detect, head_label, prefix_matching_score
 from inducthead.causal import verify
 from inducthead.cli.common import add_train_args, preset_and_config, train_preset
+from inducthead.report import build_report
 from inducthead.tasks import RepeatedTokens
 from inducthead.tasks.probes import ProbeFitError, fit_probe
 
@@ -31,6 +32,9 @@ def add_parsers(sub) -> None:
     add_train_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--no-report", action="store_true", help="do not write the HTML report (RUN/report.html)"
+    )
     p.set_defaults(func=cmd_demo)
 
 
@@ -53,6 +57,9 @@ def cmd_demo(args) -> int:
     preset, train_cfg = preset_and_config(args)
     run, seconds = train_preset(args, preset, train_cfg, args.resume, args.overwrite)
     print(summary(run.model, preset.make_task(), seconds, args.out))
+    if not args.no_report:
+        report = build_report(args.out, progress=not args.no_progress)
+        print(f"\nreport: {report}")
     return 0
 
 

@@ -104,10 +104,12 @@ def verify_section(section, run: Run, model, step: int, detection: DetectionResu
 
 def dynamics_section(section, run: Run, progress: bool) -> None:
     """Head scores, loss and ICL over the checkpoints, the phase-change window and emergence."""
-    traj = Trajectory(run.path, progress=progress)
-    if len(traj) < 2:
+    have = len(run.checkpoints)
+    traj = Trajectory(run.path, progress=progress) if have >= 2 else None
+    if traj is None or len(traj) < 2:
+        intact = len(traj) if traj is not None else have
         section.missing.append(
-            f"training dynamics need at least two intact checkpoints; this run has {len(traj)}"
+            f"training dynamics need at least two intact checkpoints; this run has {intact}"
         )
         return
     section.text(f"{traj!r}; every checkpoint analysed once, cached in dynamics/cache.")
