@@ -1,5 +1,6 @@
 # make demo      : create .venv if missing, install, train the demo model on the CPU and show its heads
-# make test      : create .venv if missing, install, run make lint and then the whole test suite
+# make test      : create .venv if missing, install, run make lint, the whole test suite and the
+#                  tutorials/*.ipynb notebooks (executed with nbmake, kernel python3 of .venv)
 # make test-fast : the same without the tests marked slow (pytest -m "not slow"): about 75 s
 #                  on 2 CPU cores
 # make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
@@ -44,6 +45,7 @@ tl3-venv:
 
 test: lint tl3-venv
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --nbmake tutorials
 
 test-fast: lint
 	$(BIN)/python -m pytest -q -m "not slow"
