@@ -164,3 +164,124 @@ def test_head_colours_and_step_norm():
     assert len(set(colours.values())) == 3
     norm = plotstyle.step_norm([0, 10, 100, 1000])
     assert norm(0) == 0 and norm(1000) == 1 and 0 < norm(10) < norm(100) < 1
+
+
+# ---------------------------------------------------------------------------- the result plots
+def _panels(fig) -> dict:
+    """Titled axes (the heatmaps; colorbars have no title) by title."""
+    return {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+
+
+@pytest.fixture(scope="module")
+def circuit():
+    from inducthead.model import induction_circuit
+
+    return induction_circuit()  # 2 layers x 4 heads, roles known
+
+
+def test_detect_colours_each_score_the_same_in_every_model(
+    demo_model, circuit, no_new_pyplot_figures
+):
+    import inducthead as ih
+
+    figs = [ih.detect(m).plot() for m in (demo_model, circuit[0])]
+    demo, hand = (_panels(f) for f in figs)
+    for key, scale in (
+        ("prefix_matching", ("viridis", 0.0, 1.0)),
+        ("previous_token", ("viridis", 0.0, 1.0)),
+        ("copying_empirical", ("RdBu_r", -1.0, 1.0)),
+    ):
+        assert _scale(demo[key].images[0]) == _scale(hand[key].images[0]) == scale
+    # the verdicts are outlined, each kind with its legend entry
+    assert _outlined(demo["prefix_matching"]) == [(0, 0), (1, 0), (1, 1)]
+    assert _legend_texts(figs[0]) == [
+        "induction head: L1H1, L1H0",
+        "previous-token head: L0H0",
+    ]
+    assert len(demo["prefix_matching"].texts) == 4  # a 2x2 grid: values in the cells
+
+
+def test_ablation_scan_outlines_only_the_heads_that_matter(circuit, no_new_pyplot_figures):
+    from inducthead.causal.scan import ablation_scan
+
+    model, roles = circuit
+    scan = ablation_scan(model, metric=["loss", "accuracy"])
+    panel = _panels(scan.plot())["loss"]
+    # the previous-token and induction heads; not the heads whose effect is (near) zero
+    assert _outlined(panel) == sorted([roles.previous_token, roles.induction])
+    assert scan.notable() == [roles.induction, roles.previous_token]
+    assert all(h not in scan.notable() for h in roles.zero)
+    top = float(scan.scores["loss"].abs().max())
+    assert panel.get_legend() is None  # one legend for the figure, naming each panel's rule
+    texts = _legend_texts(panel.figure)
+    assert f"loss: |effect| >= 5% of the largest ({top:.3g})" in texts
+    assert _scale(panel.images[0])[1:] == (-top, top)
+    with pytest.raises(ValueError, match=r"share must be in \(0, 1\]"):
+        scan.notable(share=0)
+
+
+def test_verify_plot_is_scaled_to_its_effects_and_says_when_no_head_is_confirmed(
+    demo_model, no_new_pyplot_figures
+):
+    import inducthead as ih
+    from inducthead.causal.data import default_data
+
+    r = ih.verify(demo_model, heads=[], data=default_data(demo_model, n_samples=16))
+    fig = r.plot()
+    assert "no head confirmed" in fig.get_suptitle()
+    for key, ax in _panels(fig).items():
+        bound = float(r.scores[key].abs().max())
+        assert bound < 1 and _scale(ax.images[0])[1:] == (-bound, bound)
+        assert len(ax.patches) == 0  # nothing outlined
+
+
+def test_head_scores_over_training(no_new_pyplot_figures):
+    import pandas as pd
+
+    from inducthead.dynamics.results import HeadScoresResult
+
+    rows = [
+        (step, 100 * step, 0.0, 0, 0, "L0H0", metric, value)
+        for step, value in ((0, 0.03), (250, 0.5), (800, 0.95))
+        for metric in ("prefix_matching", "copying_empirical")
+    ]
+    cols = ["step", "tokens", "elapsed_s", "layer", "head", "label", "metric", "value"]
+    r = HeadScoresResult(
+        name="demo",
+        metrics=["prefix_matching", "copying_empirical"],
+        window={"start": 225, "end": 250},
+        data=pd.DataFrame(rows, columns=cols),
+    )
+    fig = r.plot()
+    pm, cp = _panels(fig)["prefix_matching"], _panels(fig)["copying_empirical"]
+    assert pm.get_xscale() == "symlog" and pm.get_ylim() == (-0.03, 1.03)
+    assert cp.get_ylim() == (-1.05, 1.05)  # a [-1, 1] score: its fixed range
+    assert _legend_texts(fig) == ["L0H0", "phase change"]
+
+
+def test_sweep_plot_marks_emerged_missing_and_failed_cells(tmp_path, no_new_pyplot_figures):
+    from inducthead.sweep.driver import SweepResult
+
+    rows = [
+        {"cell": "a", "status": "done", "final_step": 800, "emergence_step": 250,
+         "best_prefix_matching": 0.95},
+        {"cell": "b", "status": "done", "final_step": 800, "emergence_step": None,
+         "best_prefix_matching": 0.1},
+        {"cell": "c", "status": "failed", "final_step": None, "emergence_step": None},
+    ]  # fmt: skip
+    fig = SweepResult(tmp_path, rows).plot()
+    steps, scores = fig.axes[:2]
+    assert [p.get_width() for p in steps.patches] == [250, 0, 0, 0, 800, 0]
+    assert [t.get_text() for t in steps.texts] == [" failed"]
+    assert _legend_texts(fig) == ["emergence step", "no emergence by the final step"]
+    assert scores.get_xlim() == (0, 1)
+    assert [round(p.get_width(), 2) for p in scores.patches] == [0.95, 0.1, 0]
+
+
+def test_patch_plot_labels_bars_and_recovery(no_new_pyplot_figures):
+    from inducthead.causal.patching import PatchResult
+
+    r = PatchResult("L1H0 z", {"loss": 0.2}, {"loss": 1.2}, {"loss": 0.7})
+    (ax,) = r.plot().axes
+    assert ax.get_title() == "loss (50% recovered)"
+    assert [t.get_text() for t in ax.texts] == ["0.2", "1.2", "0.7"]

@@ -153,7 +153,26 @@ class DetectionResult(HeadTable):
         )
 
     # ------------------------------------------------------------------ display
+    KINDS = {"copying_empirical": "signed", "copying_eigen": "signed", "k_composition": "effect"}
+
+    def colorbar_label(self, key: str) -> str:
+        if key == "k_composition":
+            return "K-composition - random baseline"
+        return super().colorbar_label(key)
+
+    def outlines(self, key: str) -> dict[str, list[Head]]:
+        """The verdicts: induction heads (solid) and previous-token heads (dashed; an empty
+        group draws nothing and has no legend entry)."""
+        groups = {
+            "induction head": self.induction_heads,
+            "previous-token head": self.previous_token_heads,
+        }
+        return {
+            f"{name}: {', '.join(map(head_label, heads))}": heads for name, heads in groups.items()
+        }
+
     def plot(self, keys=None, **kwargs):
+        """Heatmaps of the main scores (`HeadTable.plot`), the verdicts outlined."""
         keys = keys or [
             "prefix_matching",
             "copying_empirical",
@@ -162,7 +181,7 @@ class DetectionResult(HeadTable):
             "copying_eigen",
             "k_composition",
         ]
-        return super().plot(keys, highlight=self.induction_heads, **kwargs)
+        return super().plot(keys, **kwargs)
 
     def summary_lines(self) -> list[str]:
         def names(heads):

@@ -30,6 +30,11 @@ from torch import Tensor
 from inducthead.analysis.heads import Head, all_heads, head_label
 
 FLOAT_FORMAT = "{:.3f}".format
+_COLORBAR_LABELS = {
+    "score": "score (0 to 1)",
+    "signed": "score (-1 to 1)",
+    "effect": "signed value",
+}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -127,6 +132,8 @@ class HeadTable(Result):
 
     scores: dict[str, Tensor]
     title: str = "scores"
+    DEFAULT_KIND = "score"
+    KINDS: dict[str, str] = {}  # score name -> colour kind, where it is not DEFAULT_KIND
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -154,49 +161,58 @@ class HeadTable(Result):
         data.update(self.extra_columns())
         return pd.DataFrame(data)
 
-    def plot(self, keys: Iterable[str] | None = None, highlight: Iterable[Head] = (), **kwargs):
-        """Layer × head heatmaps, one panel per score; `highlight` heads are outlined."""
-        import matplotlib.pyplot as plt
+    @classmethod
+    def kind(cls, key: str) -> str:
+        """How score `key` is coloured (`plotstyle.colour_scale`): "score" (in [0, 1]), "signed"
+        (in [-1, 1]) or "effect" (signed, scaled to the data)."""
+        return cls.KINDS.get(key, cls.DEFAULT_KIND)
+
+    def colorbar_label(self, key: str) -> str:
+        return _COLORBAR_LABELS[self.kind(key)]
+
+    def outlines(self, key: str) -> dict[str, list[Head]]:
+        """Heads to outline on the `key` panel, by what the outline means (legend label)."""
+        return {}
+
+    def plot_title(self) -> str:
+        return self.title
+
+    def plot(
+        self,
+        keys: Iterable[str] | None = None,
+        highlight: Iterable[Head] | dict[str, Iterable[Head]] | None = None,
+        **kwargs,
+    ):
+        """Layer x head heatmaps, one panel per score, coloured by quantity (`kind`), values in
+        the cells of small grids. Outlined: `highlight` heads (a list, or {legend label:
+        heads}), by default the result's own (`outlines`). Keywords go to
+        `plotstyle.new_figure` (dpi, figsize, ...). The figure is not registered with pyplot:
+        Jupyter shows it once; save it with `fig.savefig(path)`."""
+        from inducthead import plotstyle
 
         keys = list(keys or self.scores)
+        unknown = [k for k in keys if k not in self.scores]
+        if unknown:
+            raise ValueError(f"no scores named {unknown}; this result has {list(self.scores)}.")
         n_layers, n_heads = self.shape
-        cols = min(3, len(keys))
-        rows = math.ceil(len(keys) / cols)
-        width = max(3.2, 0.45 * n_heads + 1.6)
-        fig, axes = plt.subplots(
-            rows,
-            cols,
-            figsize=(width * cols, (0.4 * n_layers + 1.4) * rows),
-            squeeze=False,
-            **kwargs,
-        )
-        for ax, key in zip(axes.flat, keys, strict=False):
-            values = self.scores[key].numpy()
-            finite = values[~(values != values)]
-            lo = min(0.0, float(finite.min())) if finite.size else 0.0
-            hi = max(1.0, float(finite.max())) if finite.size else 1.0
-            cmap = "RdBu_r" if lo < 0 else "viridis"
-            bound = max(abs(lo), abs(hi))
-            im = ax.imshow(
-                values,
-                cmap=cmap,
-                vmin=-bound if lo < 0 else lo,
-                vmax=bound if lo < 0 else hi,
-                aspect="auto",
+        size = (max(3.6, 0.5 * n_heads + 2.4), max(2.8, 0.45 * n_layers + 2.0))
+        fig, axes = plotstyle.panel_grid(len(keys), panel_size=size, **kwargs)
+        if highlight is not None and not isinstance(highlight, dict):
+            heads = list(highlight)
+            highlight = {"highlighted: " + ", ".join(head_label(h) for h in heads): heads}
+        for ax, key in zip(axes, keys, strict=True):
+            kind = self.kind(key)
+            plotstyle.head_heatmap(
+                ax,
+                self.scores[key].numpy(),
+                kind,
+                highlight=self.outlines(key) if highlight is None else highlight,
+                title=key,
+                colorbar_label=self.colorbar_label(key),
+                legend_below=False,
             )
-            for l, h in highlight:
-                ax.add_patch(plt.Rectangle((h - 0.5, l - 0.5), 1, 1, fill=False, ec="red", lw=2))
-            ax.set_title(key, fontsize=10)
-            ax.set_xlabel("head")
-            ax.set_ylabel("layer")
-            ax.set_xticks(range(n_heads))
-            ax.set_yticks(range(n_layers))
-            fig.colorbar(im, ax=ax, shrink=0.8)
-        for ax in list(axes.flat)[len(keys) :]:
-            ax.axis("off")
-        fig.suptitle(self.title)
-        fig.tight_layout()
-        return fig
+        plotstyle.figure_legend(fig)
+        return plotstyle.finish(fig, self.plot_title())
 
     def html_table(self, columns: list[str] | None = None, max_rows: int = 40) -> str:
         df = self.to_dataframe()

@@ -138,18 +138,21 @@ class PatchResult(Result):
         return cls(d["description"], *runs, floats["attention"], d.get("source"))
 
     def plot(self, **kwargs):
-        """Clean, corrupted and patched values side by side, one panel per metric."""
-        import matplotlib.pyplot as plt
+        """Clean, corrupted and patched values side by side, one panel per metric, each bar
+        labelled with its value and the panel with the share of the gap recovered."""
+        from inducthead import plotstyle
 
         df = self.to_dataframe()
-        fig, axes = plt.subplots(1, len(df), figsize=(3.2 * len(df), 3), squeeze=False, **kwargs)
-        for ax, (_, row) in zip(axes.flat, df.iterrows(), strict=True):
+        fig, axes = plotstyle.panel_grid(len(df), max_cols=4, panel_size=(3.2, 3.0), **kwargs)
+        for ax, (_, row) in zip(axes, df.iterrows(), strict=True):
             values = [row["clean"], row["corrupted"], row["patched"]]
-            ax.bar(["clean", "corrupted", "patched"], values, color=["C0", "C3", "C2"])
-            ax.set_title(f"{row['metric']} ({row['recovered']:.0%} recovered)", fontsize=9)
-        fig.suptitle(self.description, fontsize=9)
-        fig.tight_layout()
-        return fig
+            bars = ax.bar(["clean", "corrupted", "patched"], values, color=_RUN_COLOURS)
+            ax.bar_label(bars, fmt="%.3g", fontsize=8)
+            ax.margins(y=0.15)  # room for the labels
+            recovered = row["recovered"]
+            rec = f"{recovered:.0%} recovered" if recovered == recovered else "no gap to recover"
+            ax.set_title(f"{row['metric']} ({rec})", fontsize=9)
+        return plotstyle.finish(fig, self.description)
 
     def __repr__(self) -> str:
         rec = self.recovered
@@ -170,6 +173,7 @@ class PatchResult(Result):
 
 
 _RUNS = ("clean", "corrupted", "patched", "attention")
+_RUN_COLOURS = ("C0", "C3", "C2")  # clean, corrupted, patched
 
 
 def _recovered(clean: float, corrupted: float, patched: float) -> float:

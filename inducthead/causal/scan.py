@@ -106,6 +106,8 @@ class AblationResult(HeadTable):
     values."""
 
     title = "inducthead.ablation_scan (ablated - clean)"
+    DEFAULT_KIND = "effect"
+    NOTABLE_SHARE = 0.05  # outlined on the plot: |effect| >= this share of the largest
 
     def __init__(self, scores, clean, mode, model_name, n_sequences, reference=None, source=None):
         self.source = source  # the checkpoint analysed: {"path", "step"}, when loaded from one
@@ -126,6 +128,27 @@ class AblationResult(HeadTable):
         finite = [(h, abs(float(values[h]))) for h in self.heads() if math.isfinite(values[h])]
         return [h for h, _ in sorted(finite, key=lambda x: -x[1])[:k]]
 
+    def notable(self, metric: str | None = None, share: float | None = None) -> list[Head]:
+        """Heads whose |effect| on `metric` (default: the first) is at least `share` (default
+        `NOTABLE_SHARE`, 0.05) of the largest, strongest first; none when every effect is 0."""
+        share = self.NOTABLE_SHARE if share is None else share
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}.")
+        values = self.scores[metric or next(iter(self.scores))]
+        finite = [(h, abs(float(values[h]))) for h in self.heads() if math.isfinite(values[h])]
+        top = max((v for _, v in finite), default=0.0)
+        return [h for h, v in sorted(finite, key=lambda x: -x[1]) if top > 0 and v >= share * top]
+
+    def outlines(self, key: str) -> dict[str, list[Head]]:
+        top = max(
+            (abs(float(v)) for v in self.scores[key].flatten() if math.isfinite(v)), default=0
+        )
+        label = f"{key}: |effect| >= {self.NOTABLE_SHARE:.0%} of the largest ({top:.3g})"
+        return {label: self.notable(key)}
+
+    def colorbar_label(self, key: str) -> str:
+        return f"ablated - clean {key}"
+
     def to_dataframe(self):
         """One row per head: `delta_<metric>` (ablated - clean) and `<metric>_clean`."""
         df = super().to_dataframe()
@@ -133,9 +156,6 @@ class AblationResult(HeadTable):
 
     def extra_columns(self) -> dict[str, list]:
         return {f"{k}_clean": [self.clean[k]] * len(self.heads()) for k in self.scores}
-
-    def plot(self, keys=None, **kwargs):
-        return super().plot(keys, highlight=self.strongest(), **kwargs)
 
     def to_dict(self) -> dict:
         return {

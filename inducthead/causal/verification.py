@@ -125,8 +125,23 @@ class CausalResult(HeadTable):
         columns = ["label", "layer", "head", "loss_effect", "accuracy_effect", "loss_share"]
         return pd.DataFrame(records, columns=None if records else columns)
 
-    def plot(self, keys=None, **kwargs):
-        return super().plot(keys, highlight=self.confirmed, **kwargs)
+    DEFAULT_KIND = "effect"
+
+    def outlines(self, key: str) -> dict[str, list[Head]]:
+        return {f"confirmed: {_names(self.confirmed)}": self.confirmed}
+
+    def colorbar_label(self, key: str) -> str:
+        return f"ablated - clean {key}"
+
+    def plot_title(self) -> str:
+        """The title, and the verdict on a line of its own ("no head confirmed" when none is)."""
+        if self.confirmed:
+            verdict = f"confirmed: {_names(self.confirmed)} (outlined)"
+        elif self.rows:
+            verdict = f"no head confirmed (candidates: {_names(self.candidates)})"
+        else:
+            verdict = "no head confirmed (no candidate heads)"
+        return f"{self.title}\n{verdict}"
 
     def to_dict(self) -> dict:
         return {

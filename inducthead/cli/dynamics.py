@@ -44,11 +44,6 @@ def add_parsers(sub) -> None:
 
 
 def cmd_dynamics(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not args.run.exists():
         raise FileNotFoundError(f"{args.run} does not exist.")
     traj = Trajectory(
@@ -83,8 +78,7 @@ def cmd_dynamics(args) -> int:
     for name, result in results.items():
         fig = result.plot()
         path = safe_child(out, f"{name}.png", what="figure name")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        fig.savefig(path, dpi=120)  # figures from plotstyle: no pyplot, no backend needed
         written.append(path)
     csv = safe_child(out, "head_scores.csv", what="table name")
     results["head_scores"].to_dataframe().to_csv(csv, index=False)

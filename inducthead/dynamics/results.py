@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import math
 
+from inducthead.analysis.detection import DetectionResult
 from inducthead.analysis.results import FLOAT_FORMAT, Result
 from inducthead.dynamics import plots
+
+# y limits of detect's scores over training, by their colour kind (the same in every model).
+_SCORE_LIMITS = {"score": (-0.03, 1.03), "signed": (-1.05, 1.05)}
 
 
 def _num(x, fmt: str = ".3g") -> str:
@@ -120,20 +124,28 @@ class HeadScoresResult(TrajectoryResult):
         return self.table_text() if not self.data.empty else "(empty)"
 
     def plot(self, metrics=None, **kwargs):
+        """One panel per metric (the first four by default): a line per head, one colour per
+        head across panels, the phase-change window shaded, log-like step axis."""
+        from inducthead import plotstyle
+
         metrics = list(metrics or self.metrics[: min(len(self.metrics), 4)])
-        fig, axes = plots.figure(len(metrics), **kwargs)
+        fig, axes = plotstyle.panel_grid(len(metrics), **kwargs)
         labels = list(dict.fromkeys(self.data.sort_values(["layer", "head"])["label"]))
-        colours = plots.head_colours(labels)
+        colours = plotstyle.head_colours(labels)
         for ax, metric in zip(axes, metrics, strict=True):
             wide = self.wide(metric)
             for label in labels:
                 if label in wide:
                     ax.plot(wide.index, wide[label], marker=".", color=colours[label], label=label)
             plots.shade(ax, self.window)
-            plots.step_axis(ax, list(wide.index))
+            plotstyle.step_axis(ax, list(wide.index))
+            limits = _SCORE_LIMITS.get(DetectionResult.kind(metric))
+            if limits:
+                ax.set_ylim(*limits)
             ax.set_title(metric, fontsize=10)
-        axes[0].legend(fontsize=7, ncol=2)
-        return plots.finish(fig, f"{self.name}: head scores")
+            ax.set_ylabel("score")
+        plotstyle.figure_legend(fig, ncol=min(len(labels) + 1, 8))
+        return plotstyle.finish(fig, f"{self.name}: head scores")
 
 
 class PhaseChangeResult(TrajectoryResult):
@@ -158,7 +170,10 @@ class PhaseChangeResult(TrajectoryResult):
         return f"{self!r}\n{rule}\n{self.table()}"
 
     def plot(self, **kwargs):
-        fig, (ax,) = plots.figure(1, **kwargs)
+        """Loss (left axis) and ICL score (right axis) against step, the window shaded."""
+        from inducthead import plotstyle
+
+        fig, (ax,) = plotstyle.panel_grid(1, **kwargs)
         df = self.data
         ax.plot(df["step"], df["loss"], marker=".", color="C0", label="loss")
         ax.set_ylabel("loss (nats)", color="C0")
@@ -166,8 +181,9 @@ class PhaseChangeResult(TrajectoryResult):
         twin.plot(df["step"], df["icl_score"], marker=".", color="C3", label="ICL score")
         twin.set_ylabel("ICL score (nats)", color="C3")
         plots.shade(ax, self.window)
-        plots.step_axis(ax, list(df["step"]))
-        return plots.finish(fig, f"{self.name}: loss and ICL score")
+        plotstyle.step_axis(ax, list(df["step"]))
+        plotstyle.figure_legend(fig)
+        return plotstyle.finish(fig, f"{self.name}: loss and ICL score")
 
 
 class LossByPositionResult(TrajectoryResult):
@@ -196,19 +212,22 @@ class LossByPositionResult(TrajectoryResult):
         return w[cols].to_string(float_format=FLOAT_FORMAT)
 
     def plot(self, **kwargs):
-        import matplotlib.pyplot as plt
+        """Loss against position (log), one curve per checkpoint coloured by step."""
+        from matplotlib.cm import ScalarMappable
 
-        fig, (ax,) = plots.figure(1, **kwargs)
+        from inducthead import plotstyle
+
+        fig, (ax,) = plotstyle.panel_grid(1, **kwargs)
         w = self.wide()
-        norm = plots.step_colours(list(w.index))
-        cmap = plt.get_cmap(plots.CMAP)
+        norm = plotstyle.step_norm(list(w.index))
+        mappable = ScalarMappable(norm=norm, cmap=plotstyle.STEP_CMAP)
         for step, row in w.iterrows():
-            ax.plot(row.index, row.values, color=cmap(norm(step)), lw=1)
+            ax.plot(row.index, row.values, color=mappable.to_rgba(step), lw=1)
         ax.set_xscale("log")
         ax.set_xlabel("token position")
         ax.set_ylabel("loss (nats)")
-        fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="step")
-        return plots.finish(fig, f"{self.name}: loss by position")
+        fig.colorbar(mappable, ax=ax, label="training step")
+        return plotstyle.finish(fig, f"{self.name}: loss by position")
 
 
 class EmergenceResult(TrajectoryResult):
@@ -250,15 +269,21 @@ class EmergenceResult(TrajectoryResult):
         return f"{self!r}\ndefinition: {self.definition}\n{self.table()}"
 
     def plot(self, **kwargs):
-        fig, (ax,) = plots.figure(1, **kwargs)
+        """The series, its threshold and the interpolated crossing step."""
+        from inducthead import plotstyle
+
+        fig, (ax,) = plotstyle.panel_grid(1, **kwargs)
         df = self.data
         ax.plot(df["step"], df["value"], marker=".", label=self.metric)
-        ax.axhline(self.threshold, color="0.5", ls="--", lw=1, label="threshold")
+        ax.axhline(
+            self.threshold, color="0.5", ls="--", lw=1, label=f"threshold {self.threshold:g}"
+        )
         if self.step is not None:
-            ax.axvline(self.step, color="C3", lw=1, label=f"emergence ({self.step:.0f})")
-        plots.step_axis(ax, list(df["step"]))
-        ax.legend(fontsize=8)
-        return plots.finish(fig, f"{self.name}: emergence of {self.metric}")
+            ax.axvline(self.step, color="C3", lw=1, label=f"emergence (step {self.step:.0f})")
+        plotstyle.step_axis(ax, list(df["step"]))
+        ax.set_ylabel(self.metric)
+        plotstyle.legend(ax)
+        return plotstyle.finish(fig, f"{self.name}: emergence of {self.metric}")
 
 
 class StagesResult(TrajectoryResult):
@@ -276,13 +301,22 @@ class StagesResult(TrajectoryResult):
         return f"StagesResult({self.name!r}: {n} signals; phase change {where}, {verdict})"
 
     def plot(self, **kwargs):
-        fig, (ax,) = plots.figure(1, **kwargs)
+        """Each signal's window (bar) and step (tick) on one step axis, the reference window
+        shaded."""
+        from inducthead import plotstyle
+
+        fig, (ax,) = plotstyle.panel_grid(1, **kwargs)
         df = self.data
         for i, row in enumerate(df.itertuples()):
-            ax.plot([row.start, row.end], [i, i], lw=6, solid_capstyle="butt")
-            ax.plot([row.step], [i], "k|", ms=12)
+            first = i == 0  # one legend entry per mark
+            window = "signal's window" if first else "_nolegend_"
+            ax.plot(
+                [row.start, row.end], [i, i], color="C0", lw=6, solid_capstyle="butt", label=window
+            )
+            ax.plot([row.step], [i], "k|", ms=12, label="signal's step" if first else "_nolegend_")
         ax.set_yticks(range(len(df)))
         ax.set_yticklabels(df["signal"])
         plots.shade(ax, self.reference)
-        plots.step_axis(ax, sorted(set(df["start"]) | set(df["end"])))
-        return plots.finish(fig, f"{self.name}: stage signals")
+        plotstyle.step_axis(ax, sorted(set(df["start"]) | set(df["end"])))
+        plotstyle.legend(ax)
+        return plotstyle.finish(fig, f"{self.name}: stage signals")

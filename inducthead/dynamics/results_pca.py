@@ -37,9 +37,13 @@ class PCAResult(TrajectoryResult):
         )
 
     def plot(self, **kwargs):
-        fig, (ax, bar) = plots.figure(2, **kwargs)
+        """PC1 x PC2 trajectories (points coloured by step, one marker per run) and the
+        explained variance ratios."""
+        from inducthead import plotstyle
+
+        fig, (ax, bar) = plotstyle.panel_grid(2, **kwargs)
         markers = "osD^vP*X"
-        norm = plots.step_colours(list(self.data["step"]))
+        norm = plotstyle.step_norm(list(self.data["step"]))
         sc = None
         for i, run in enumerate(self.runs or []):
             df = self.data[self.data["run"] == run]
@@ -53,13 +57,14 @@ class PCAResult(TrajectoryResult):
         ax.set_xlabel(f"PC1 ({evr[0]:.0%})" if evr else "PC1")
         ax.set_ylabel(f"PC2 ({evr[1]:.0%})" if len(evr) > 1 else "PC2")
         if sc is not None:
-            fig.colorbar(sc, ax=ax, label="step")
+            fig.colorbar(sc, ax=ax, label="training step")
         if len(self.runs or []) > 1:
-            ax.legend(fontsize=7)
+            plotstyle.legend(ax, fontsize=7)
         bar.bar(range(1, len(evr[:10]) + 1), evr[:10])
         bar.set_xlabel("component")
         bar.set_ylabel("explained variance ratio")
-        return plots.finish(fig, f"{self.name}: {self.what}")
+        bar.set_ylim(0, 1)
+        return plotstyle.finish(fig, f"{self.name}: {self.what}")
 
 
 class EssentialDynamicsResult(PCAResult):
@@ -93,11 +98,19 @@ class EssentialDynamicsResult(PCAResult):
         fig = super().plot(**kwargs)
         ax = fig.axes[0]
         df = self.data
-        for t in self.turning_points or []:
+        from inducthead import plotstyle
+
+        for i, t in enumerate(self.turning_points or []):
             row = df[df["step"] == t["step"]].iloc[0]
             ax.scatter(
-                [row["pc1"]], [row.get("pc2", 0.0)], s=120, facecolors="none", edgecolors="C3"
+                [row["pc1"]],
+                [row.get("pc2", 0.0)],
+                s=120,
+                facecolors="none",
+                edgecolors="C3",
+                label="turning point" if i == 0 else "_nolegend_",
             )
+        plotstyle.legend(ax, fontsize=7)
         return fig
 
 
@@ -131,24 +144,29 @@ class WeightPCAResult(TrajectoryResult):
         return f"{self!r}\n{self.table()}\nparameter groups:\n{self.groups.to_string(index=False)}"
 
     def plot(self, **kwargs):
-        fig, (ax, spec, groups) = plots.figure(3, **kwargs)
+        """PC1 x PC2 of the parameters, the singular spectrum of the updates, and each parameter
+        group's share of the variance."""
+        from inducthead import plotstyle
+
+        fig, (ax, spec, groups) = plotstyle.panel_grid(3, **kwargs)
         xy = self.data[[c for c in ("pc1", "pc2") if c in self.data]].to_numpy(dtype=float)
         if xy.shape[1] == 1:
             xy = np.c_[xy, np.zeros(len(xy))]
         sc = plots.trajectory(ax, xy, list(self.data["step"]))
-        fig.colorbar(sc, ax=ax, label="step")
+        fig.colorbar(sc, ax=ax, label="training step")
         evr = self.explained_variance_ratio
         ax.set_xlabel(f"PC1 ({evr[0]:.0%})")
         ax.set_ylabel(f"PC2 ({evr[1]:.0%})" if len(evr) > 1 else "PC2")
         sv = np.asarray(self.singular_values, dtype=float)
         spec.semilogy(range(1, len(sv) + 1), sv / sv[0] if len(sv) and sv[0] else sv, marker=".")
-        spec.axhline(self.tol, color="0.5", ls="--", lw=1)
+        spec.axhline(self.tol, color="0.5", ls="--", lw=1, label=f"tol {self.tol:g}")
+        plotstyle.legend(spec)
         spec.set_xlabel("direction of the updates")
         spec.set_ylabel("singular value / largest")
         g = self.groups
         groups.barh(g["group"], g["variance_share"])
         groups.set_xlabel("share of the weight variance")
-        return plots.finish(fig, f"{self.name}: weight trajectory")
+        return plotstyle.finish(fig, f"{self.name}: weight trajectory")
 
 
 class LLCResult(TrajectoryResult):
@@ -180,27 +198,42 @@ class LLCResult(TrajectoryResult):
         return f"{self!r}\nsettings: {s}\nboundaries: {self.boundaries}\n{self.table()}"
 
     def plot(self, **kwargs):
-        fig, (ax, tr) = plots.figure(2, **kwargs)
-        df = self.data
-        ax.errorbar(df["step"], df["llc_mean"], yerr=df["llc_std"], marker=".", capsize=2)
-        for b in self.boundaries or []:
-            ax.axvline(b, color="0.5", ls=":", lw=1)
-        plots.shade(ax, self.window, "fastest LLC change")
-        plots.step_axis(ax, list(df["step"]))
-        ax.set_ylabel("LLC")
-        import matplotlib.pyplot as plt
+        """LLC (mean ± std over chains) against step, with its critical points and steepest
+        change; the SGLD loss traces coloured by checkpoint step."""
+        from matplotlib.cm import ScalarMappable
 
+        from inducthead import plotstyle
+
+        fig, (ax, tr) = plotstyle.panel_grid(2, **kwargs)
+        df = self.data
+        ax.errorbar(
+            df["step"],
+            df["llc_mean"],
+            yerr=df["llc_std"],
+            marker=".",
+            capsize=2,
+            label="LLC (mean ± std over chains)",
+        )
+        for i, b in enumerate(self.boundaries or []):
+            label = "critical point" if i == 0 else "_nolegend_"
+            ax.axvline(b, color="0.5", ls=":", lw=1, label=label)
+        plots.shade(ax, self.window, "fastest LLC change")
+        plotstyle.step_axis(ax, list(df["step"]))
+        ax.set_ylabel("LLC")
+        plotstyle.legend(ax, fontsize=7)
         traces = self.traces
         if not traces.empty:
             steps = sorted(set(traces["step"]))
-            norm = plots.step_colours(steps)
-            cmap = plt.get_cmap(plots.CMAP)
+            mappable = ScalarMappable(plotstyle.step_norm(steps), plotstyle.STEP_CMAP)
             for (step, _chain), t in traces.groupby(["step", "chain"]):
-                tr.plot(t["sgld_step"], t["loss"], color=cmap(norm(step)), lw=0.7)
+                tr.plot(t["sgld_step"], t["loss"], color=mappable.to_rgba(step), lw=0.7)
+            fig.colorbar(mappable, ax=tr, label="checkpoint step")
             tr.set_xlabel("SGLD step")
             tr.set_ylabel("loss")
-            tr.set_title("SGLD loss traces (colour: checkpoint step)", fontsize=9)
-        return plots.finish(fig, f"{self.name}: local learning coefficient")
+            tr.set_title("SGLD loss traces", fontsize=9)
+        else:
+            tr.axis("off")
+        return plotstyle.finish(fig, f"{self.name}: local learning coefficient")
 
 
 class ProgressMeasuresResult(TrajectoryResult):
@@ -229,12 +262,17 @@ class ProgressMeasuresResult(TrajectoryResult):
         return wide.to_string(float_format=lambda x: f"{x:.3g}")
 
     def plot(self, **kwargs):
-        fig, axes = plots.figure(3, **kwargs)
+        """alpha, beta and gamma per head against step (one colour per head across panels)."""
+        from inducthead import plotstyle
+
+        fig, axes = plotstyle.panel_grid(3, **kwargs)
+        labels = list(dict.fromkeys(self.data.sort_values(["layer", "head"])["label"]))
+        colours = plotstyle.head_colours(labels)
         for ax, m in zip(axes, ("alpha", "beta", "gamma"), strict=True):
             df = self.data[self.data["measure"] == m]
             for label, d in df.groupby("label"):
-                ax.plot(d["step"], d["value"], marker=".", label=label)
-            plots.step_axis(ax, sorted(set(self.data["step"])))
+                ax.plot(d["step"], d["value"], marker=".", color=colours[label], label=label)
+            plotstyle.step_axis(ax, sorted(set(self.data["step"])))
             ax.set_title(m, fontsize=10)
-            ax.legend(fontsize=7)
-        return plots.finish(fig, f"{self.name}: progress measures (provisional)")
+        plotstyle.figure_legend(fig, ncol=min(len(labels), 8))
+        return plotstyle.finish(fig, f"{self.name}: progress measures (provisional)")

@@ -78,23 +78,45 @@ class SweepResult(Result):
         return "\n".join(lines)
 
     def plot(self, **kwargs):
-        """Emergence step of every cell (a hollow bar: the run ended without emergence)."""
-        import matplotlib.pyplot as plt
+        """Two panels, one bar per cell: its emergence step (a hollow bar to the final step: no
+        emergence by the end; "failed" for a cell that did not finish) and its final best
+        prefix-matching score (0 to 1)."""
+        from inducthead import plotstyle
 
+        if not self.rows:
+            raise ValueError(f"{self.path}: the sweep has no cells to plot.")
         names = [r["cell"] for r in self.rows]
-        steps = [r.get("emergence_step") for r in self.rows]
+        y = range(len(names))
+        fig, (steps_ax, score_ax) = plotstyle.panel_grid(
+            2, panel_size=(4.6, 0.32 * len(names) + 1.6), **kwargs
+        )
+        failed = [r["status"] == "failed" for r in self.rows]
+        found = [r.get("emergence_step") for r in self.rows]
         ends = [r.get("final_step") or 0 for r in self.rows]
-        fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.2), **kwargs)
-        found = [s if s is not None else 0 for s in steps]
-        ax.barh(names, found, color="C0")
-        missing = [e if s is None else 0 for s, e in zip(steps, ends, strict=True)]
-        ax.barh(names, missing, fill=False, edgecolor="C3", label="no emergence by the end")
-        ax.set_xlabel("emergence step")
-        ax.invert_yaxis()
-        if any(missing):
-            ax.legend(fontsize=8)
-        fig.tight_layout()
-        return fig
+        emerged = [s if s is not None else 0 for s in found]
+        missing = [
+            e if s is None and not f else 0 for s, e, f in zip(found, ends, failed, strict=True)
+        ]
+        steps_ax.barh(
+            y,
+            emerged,
+            color="C0",
+            label=_label("emergence step", any(s is not None for s in found)),
+        )
+        no_emergence = _label("no emergence by the final step", any(missing))
+        steps_ax.barh(y, missing, fill=False, edgecolor="C3", label=no_emergence)
+        for i in (i for i, f in enumerate(failed) if f):
+            steps_ax.text(0, i, " failed", va="center", fontsize=8, color="C3")
+        steps_ax.set_xlabel("training step")
+        score = [nan_if_none(r.get("best_prefix_matching")) for r in self.rows]
+        score_ax.barh(y, [0 if v != v else v for v in score], color="C2")
+        score_ax.set_xlim(0, 1)
+        score_ax.set_xlabel("final best prefix-matching score")
+        for ax in (steps_ax, score_ax):
+            ax.set_yticks(list(y), names, fontsize=8)
+            ax.invert_yaxis()
+        plotstyle.figure_legend(fig)
+        return plotstyle.finish(fig, f"sweep {self.path.name}: {len(self.rows)} cells")
 
     def __repr__(self) -> str:
         done = sum(r["status"] != "failed" for r in self.rows)
@@ -107,6 +129,11 @@ class SweepResult(Result):
         writer.writerows(self.rows)
         atomic_write_text(safe_child(self.path, "results.csv"), buf.getvalue())
         atomic_write_text(safe_child(self.path, "results.md"), self.table() + "\n")
+
+
+def _label(text: str, shown: bool) -> str:
+    """A legend label for a mark that is drawn, none for one that is not."""
+    return text if shown else "_nolegend_"
 
 
 def _fmt(v: Any) -> str:

@@ -8,10 +8,10 @@ import numpy as np
 
 
 def figure(result, **kwargs):
-    import matplotlib.pyplot as plt
+    from inducthead import plotstyle
 
     m, c = result.metrics, result.curves
-    fig, ax = plt.subplots(2, 2, figsize=kwargs.pop("figsize", (11, 7.5)), **kwargs)
+    fig, ax = plotstyle.new_figure(2, 2, figsize=kwargs.pop("figsize", (11, 7.5)), **kwargs)
     j = c.get("joint", {})
     a = ax[0, 0]
     for code, v in j.get("p_S", {}).items():
@@ -48,5 +48,4 @@ def figure(result, **kwargs):
     e.set_xlabel("step")
     e.legend(fontsize=8)
     fig.suptitle(f"Chen et al. 2024 reproduction ({result.mode}): {result!r}", fontsize=9)
-    fig.tight_layout()
     return fig

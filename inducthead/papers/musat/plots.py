@@ -11,10 +11,10 @@ from inducthead.papers.musat.subspace import HEADLINE, NAMES
 
 
 def figure(result, **kwargs):
-    import matplotlib.pyplot as plt
+    from inducthead import plotstyle
 
     m, c = result.metrics, result.curves
-    fig, ax = plt.subplots(2, 2, figsize=kwargs.pop("figsize", (11, 7.5)), **kwargs)
+    fig, ax = plotstyle.new_figure(2, 2, figsize=kwargs.pop("figsize", (11, 7.5)), **kwargs)
     a = ax[0, 0]
     co = c.get("coords", {})
     for n in NAMES:
@@ -74,5 +74,4 @@ def figure(result, **kwargs):
     e.set_xlabel("step")
     e.legend(fontsize=8)
     fig.suptitle(f"Musat et al. 2025 reproduction ({result.mode}): {result!r}", fontsize=9)
-    fig.tight_layout()
     return fig

@@ -19,16 +19,19 @@ def _scatter(ax, rows, key, log: bool):
 
 
 def figure(result, **kwargs):
-    import matplotlib.pyplot as plt
+    from inducthead import plotstyle
 
     m, c = result.metrics, result.curves
-    fig, ax = plt.subplots(2, 3, figsize=kwargs.pop("figsize", (15, 7.5)), **kwargs)
+    fig, ax = plotstyle.new_figure(2, 3, figsize=kwargs.pop("figsize", (15, 7.5)), **kwargs)
     a = ax[0, 0]
     a.plot(c["step"], c["e4"], label="4-gram part (relative error)")
     a.plot(c["step"], c["eih"], label="induction part (relative error)")
-    for key, style in (("fourgram_learned_step", ":"), ("induction_emergence_step", "--")):
+    for key, style, what in (
+        ("fourgram_learned_step", ":", "4-gram part learned"),
+        ("induction_emergence_step", "--", "induction part falls"),
+    ):
         if np.isfinite(m[key]):
-            a.axvline(m[key], color="k", ls=style, lw=0.8)
+            a.axvline(m[key], color="k", ls=style, lw=0.8, label=f"{what} (step {m[key]:.0f})")
     a.set_title(
         f"(a) loss parts, alpha* {m['main']['alpha']}, sigma {m['main']['sigma']:g}", fontsize=10
     )
@@ -51,7 +54,6 @@ def figure(result, **kwargs):
     _scatter(ax[1, 1], m["plateau_vs_alpha"], "alpha", False)
     ax[1, 1].set_title("(e) plateau vs alpha*", fontsize=10)
     fig.suptitle(f"Wang et al. 2024 reproduction ({result.mode}): {result!r}", fontsize=9)
-    fig.tight_layout()
     return fig
 
 
