@@ -285,3 +285,54 @@ def test_patch_plot_labels_bars_and_recovery(no_new_pyplot_figures):
     (ax,) = r.plot().axes
     assert ax.get_title() == "loss (50% recovered)"
     assert [t.get_text() for t in ax.texts] == ["0.2", "1.2", "0.7"]
+
+
+# ---------------------------------------------------------------------------- Run.plot
+def _lines(ax) -> dict:
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+def test_run_plot_draws_the_recorded_curves_on_a_log_step_axis(no_new_pyplot_figures):
+    from conftest import ASSETS
+
+    import inducthead as ih
+
+    run = ih.Run(ASSETS / "demo")
+    rows = run.rows()
+    fig = run.plot()
+    panels = _panels(fig)
+    assert list(panels) == ["Loss", "Best head scores"]  # the demo records no ICL score
+    loss, scores = _lines(panels["Loss"]), _lines(panels["Best head scores"])
+    assert list(loss) == ["train loss", "eval loss"]
+    assert list(scores) == ["best prefix matching", "best previous token"]
+    eval_steps = [r["step"] for r in rows]
+    assert list(loss["eval loss"].get_xdata()) == eval_steps
+    assert list(loss["eval loss"].get_ydata()) == [r["eval_loss"] for r in rows]
+    assert 0 not in loss["train loss"].get_xdata()  # step 0 has no training loss (null)
+    assert list(scores["best prefix matching"].get_ydata()) == [
+        r["best_prefix_matching"] for r in rows
+    ]
+    for ax in panels.values():
+        assert ax.get_xscale() == "symlog" and ax.get_xlabel() == "training step"
+        assert ax.get_legend() is not None
+    assert panels["Best head scores"].get_ylim() == (-0.03, 1.03)
+
+
+def test_run_plot_adds_the_icl_score_when_recorded_and_refuses_an_empty_run(
+    no_new_pyplot_figures,
+):
+    from conftest import ASSETS
+
+    import inducthead as ih
+    from inducthead.runs.run import RunDirError
+
+    demo = ih.Run(ASSETS / "demo")
+    rows = [dict(r, icl_score=-0.1 * i) for i, r in enumerate(demo.rows())]
+    run = ih.Run.in_memory(demo.meta, rows, model=None)
+    panels = _panels(run.plot())
+    assert list(panels) == ["Loss", "ICL score", "Best head scores"]
+    assert list(_lines(panels["ICL score"])["ICL score"].get_ydata()) == [
+        r["icl_score"] for r in rows
+    ]
+    with pytest.raises(RunDirError, match="no metrics rows yet"):
+        ih.Run.in_memory(demo.meta, [], model=None).plot()

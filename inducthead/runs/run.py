@@ -190,6 +190,35 @@ class Run:
         return path
 
     # ------------------------------------------------------------------ display
+    def plot(self, **kwargs):
+        """Training curves from metrics.jsonl against step (log-like axis, step 0 kept): train
+        and eval loss; the ICL score when recorded; the best prefix-matching and previous-token
+        head scores (0 to 1) when recorded. Keywords go to `plotstyle.panel_grid` (dpi, ...).
+        The figure is not registered with pyplot: Jupyter shows it once; save it with
+        `fig.savefig(path)`."""
+        from inducthead import plotstyle
+
+        rows = self.rows()
+        if not rows:
+            raise RunDirError(f"{self._where()} has no metrics rows yet: nothing to plot.")
+        panels = [p for p in _CURVES if any(_series(rows, k)[0] for k, _ in p[2])]
+        fig, axes = plotstyle.panel_grid(len(panels), panel_size=(4.6, 3.2), **kwargs)
+        for ax, (title, ylabel, keys) in zip(axes, panels, strict=True):
+            for key, label in keys:
+                steps, values = _series(rows, key)
+                if steps:
+                    ax.plot(steps, values, marker=".", ms=4, label=label)
+            plotstyle.step_axis(ax, [r["step"] for r in rows if "step" in r])
+            if ylabel == "score":
+                ax.set_ylim(-0.03, 1.03)
+            ax.set_title(title, fontsize=10)
+            ax.set_ylabel(ylabel)
+            plotstyle.legend(ax)
+        return plotstyle.finish(fig, f"{self._where()}: training curves")
+
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else "run in memory"
+
     def __repr__(self) -> str:
         where = str(self.path) if self.path is not None else "in memory"
         c = self.config
@@ -211,6 +240,28 @@ class Run:
         cols = [k for k in _HTML_COLUMNS if k in df]
         table = df[cols].tail(10).to_html(index=False, float_format="%.4g") if len(df) else ""
         return f"<p><code>{self!r}</code></p>{table}"
+
+
+# Run.plot's panels: (title, y label, [(metrics.jsonl key, legend label)]); a panel is drawn
+# when any of its keys is recorded.
+_CURVES = (
+    ("Loss", "loss (nats)", [("train_loss", "train loss"), ("eval_loss", "eval loss")]),
+    ("ICL score", "ICL score (nats)", [("icl_score", "ICL score")]),
+    (
+        "Best head scores",
+        "score",
+        [
+            ("best_prefix_matching", "best prefix matching"),
+            ("best_previous_token", "best previous token"),
+        ],
+    ),
+)
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list, list]:
+    """The steps and values of `key` over the rows that record it (not null)."""
+    pairs = [(r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r]
+    return [s for s, _ in pairs], [v for _, v in pairs]
 
 
 def checkpoint_steps(path: Path) -> list[int]:
