@@ -7,6 +7,10 @@
 # make tl3-venv  : create .venv-tl3 if missing: torch and TransformerLens 3.9, the reference that
 #                  tests/test_tl3_*differential.py compare our model with (tests/tl3_env.py;
 #                  without a package registry it says so and the differential tests skip)
+# make browser   : install Debian's chromium (apt-get install -y chromium, as root or with
+#                  password-less sudo) when no Chromium-family browser is found: the headless
+#                  browser of tests/test_report_browser.py (tests/browser.py); a no-op when one is
+#                  present or apt-get is missing (those tests then skip, saying why)
 # TORCH_SPEC     : torch==2.13.0 installs the CPU build from this machine's disk; any other spec
 #                  (e.g. TORCH_SPEC=torch) installs a CUDA build from PyPI.
 PYTHON     ?= python3
@@ -16,7 +20,7 @@ WHEELS     ?= /opt/wheels
 BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.installed-$(subst =,_,$(subst <,_,$(subst >,_,$(TORCH_SPEC))))
 
-.PHONY: setup demo test test-fast lint format bench assets clean tl3-venv
+.PHONY: setup demo test test-fast lint format bench assets clean tl3-venv browser
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ]; then \
@@ -43,7 +47,10 @@ demo: setup
 tl3-venv:
 	@WHEELS=$(WHEELS) $(PYTHON) tests/tl3_env.py || [ $$? -eq 3 ]
 
-test: lint tl3-venv
+browser:
+	@$(PYTHON) tests/browser.py
+
+test: lint tl3-venv browser
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q --nbmake tutorials
 
