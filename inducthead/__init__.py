@@ -6,7 +6,13 @@ config (`model`, `recipe`, `tasks`, `presets`) -> model -> `training` -> run dir
 attention views offline; `papers` and `report` build on all of them; `sweep` and `cli` sit on top.
 """
 
-from inducthead import dynamics, presets, tasks, viz
+from inducthead import (
+    _progress,  # noqa: F401  (first: no tqdm "IProgress not found" in Jupyter)
+    dynamics,
+    presets,
+    tasks,
+    viz,
+)
 from inducthead._version import __version__
 from inducthead.analysis import (
     DetectionReport,

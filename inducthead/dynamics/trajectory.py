@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
+from inducthead._progress import progress_bar
 from inducthead.analysis import ModelAdapter, head_label
 from inducthead.causal.data import batch_from_tokens, repeated_token_batch
 from inducthead.dynamics import measures
@@ -145,10 +146,8 @@ class Trajectory(CurvesMixin, SpacesMixin):
     def models(self, refs=None):
         """`(ref, model)` for each checkpoint, loaded one at a time; damaged ones are skipped
         with a warning naming them (strict: raised)."""
-        from tqdm.auto import tqdm
-
         refs = self.refs if refs is None else refs
-        for ref in tqdm(
+        for ref in progress_bar(
             refs, desc=f"{self.name}: checkpoints", disable=not self.progress, leave=False
         ):
             try:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 
 import torch
-import tqdm
 from torch import Tensor
+
+from inducthead._progress import progress_bar
 
 RETURN_TYPES = ("input", "str", "tokens")
 
@@ -134,7 +135,7 @@ class GenerateMixin:
         self.eval()
         try:
             with torch.inference_mode():
-                steps = tqdm.tqdm(range(max_new_tokens), disable=not verbose)
+                steps = progress_bar(range(max_new_tokens), disable=not verbose)
                 tokens = self._generate_loop(tokens, mask, steps, stop_ids, fill_id, sampling)
         finally:
             for module, training in modes:

@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from inducthead._progress import progress_bar
 from inducthead.analysis.scores import training_scores
 from inducthead.recipe import TrainConfig
 from inducthead.runs import Run, RunWriter
@@ -115,7 +115,7 @@ def fit(stepper: Stepper, writers: list[RunWriter], hooks: list | None = None) -
         record(0, None)
         if 0 in schedule:
             save(0)
-    bar = tqdm(
+    bar = progress_bar(
         total=cfg.steps,
         initial=start,
         disable=not (cfg.progress and main),

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from inducthead._progress import progress_bar
 from inducthead.papers.chen.model import GIHModel, nll
 
 GROUPS = {"C": ("C",), "W": ("W",), "a": ("a",), "QK": ("q_proj", "k_proj"), "OV": ("o_v_proj",)}
@@ -99,7 +99,7 @@ def fit(
             hist["own_lag"].append(own_lag_attention(model))
 
     step, total = 0, sum(s.steps for s in stages)
-    bar = tqdm(total=total, desc="GIH training", disable=not progress)
+    bar = progress_bar(total=total, desc="GIH training", disable=not progress)
     loss = float("nan")
     for i, stage in enumerate(stages):
         params = stage.parameters(model)

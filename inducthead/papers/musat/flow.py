@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from inducthead._progress import progress_bar
 from inducthead.papers.musat import data, gram, subspace
 from inducthead.papers.musat.model import MinimalInductionModel, mse
 
@@ -93,7 +93,10 @@ def coordinate_flow(
     c = (torch.stack(c0) * init_std).to(device).requires_grad_()
     active = torch.ones(len(seeds), dtype=torch.bool, device=device)
     times, losses, coords, attn = [], [], [], []
-    step, bar = 0, tqdm(total=len(seeds), desc="gradient flow (cells done)", disable=not progress)
+    step, bar = (
+        0,
+        progress_bar(total=len(seeds), desc="gradient flow (cells done)", disable=not progress),
+    )
     while True:
         out = gram.forward(c, b, objective)
         L, att = out["loss"], out["attention"].detach()
@@ -166,7 +169,9 @@ def matrix_flow(
     marks = set(np.unique(np.geomspace(1, steps, snapshots).astype(int)).tolist()) | {0, steps}
     rows, out = [], {"step": [], "loss": [], "residual": [], "coords": []}
     params = list(model.weights().values())
-    for step in tqdm(range(steps + 1), desc=f"matrix flow ({population})", disable=not progress):
+    for step in progress_bar(
+        range(steps + 1), desc=f"matrix flow ({population})", disable=not progress
+    ):
         tok, pos, tgt = fixed or _population(population, n_pairs, D, batch, g)
         L = mse(model(tok, pos), tgt)
         if step in marks:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from inducthead._progress import progress_bar
 from inducthead.papers.wang import data, model
 
 
@@ -39,7 +39,7 @@ def run(
     a = torch.tensor(alpha, dtype=torch.float32)
     theta = torch.tensor([[float(s)] * 6 for s in sigma]).requires_grad_()
     rows: dict = {k: [] for k in ("step", "loss", "fourgram", "induction", "e4", "eih", "theta")}
-    for step in tqdm(range(steps + 1), desc="mixed-target GD", disable=not progress):
+    for step in progress_bar(range(steps + 1), desc="mixed-target GD", disable=not progress):
         X = data.sample_per_model(gens, batch, L, d)
         t = data.targets(X, a)
         f = model.forward(theta, X)
