@@ -61,6 +61,7 @@ class PCAResult(TrajectoryResult):
         if len(self.runs or []) > 1:
             plotstyle.legend(ax, fontsize=7)
         bar.bar(range(1, len(evr[:10]) + 1), evr[:10])
+        bar.set_xticks(range(1, len(evr[:10]) + 1))
         bar.set_xlabel("component")
         bar.set_ylabel("explained variance ratio")
         bar.set_ylim(0, 1)
