@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from inducthead._progress import progress_bar
 from inducthead.report import sections_model as sm
 from inducthead.report import sections_run as sr
 from inducthead.report.document import RunReport, Section
@@ -82,12 +83,10 @@ def collect_report(run_dir, progress: bool = True) -> RunReport:
     """Every section of the report of the run at `run_dir` (see `build_report`). Detection and
     verification are read from RUN/detect.json and RUN/verify.json when they analysed the
     newest checkpoint, else computed (a progress bar shows the stages)."""
-    from tqdm.auto import tqdm
-
     run = open_run(run_dir)
     sections = {key: Section(key, title) for key, title in SECTIONS}
     stages = ("summary", "curves", "load model", "detect", "verify", "dynamics", "attention")
-    bar = tqdm(total=len(stages), desc="report", disable=not progress, leave=False)
+    bar = progress_bar(total=len(stages), desc="report", disable=not progress, leave=False)
 
     def begin(name: str) -> None:  # the previous stage is done
         if name != stages[0]:
