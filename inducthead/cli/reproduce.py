@@ -41,9 +41,6 @@ def add_parsers(sub) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
     default = {"musat": "0,1,2", "chen": "2024", "wang": "0", "olsson": "0"}[args.paper]
     text = args.seeds if args.seeds is not None else default
     try:

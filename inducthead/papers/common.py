@@ -102,11 +102,8 @@ class ReproductionResult(Result):
         """metrics.json (metrics, claims, ours, status; no curves) and figure.png in `out_dir`."""
         import json
 
-        import matplotlib
-
         from inducthead.analysis.results import to_jsonable
 
-        matplotlib.use("Agg", force=False)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         d = self.to_dict()

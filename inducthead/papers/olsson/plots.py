@@ -12,54 +12,47 @@ import numpy as np
 from inducthead.papers.olsson.claims import LABELS
 
 
-def _steps(r) -> np.ndarray:
-    return np.maximum(np.asarray(r["steps"], float), 1.0)  # step 0 drawn at 1 on the log axis
-
-
 def _shade(ax, runs, color_of) -> None:
+    """Each run's ICL window in the run's colour (only runs with induction heads)."""
     for k, r in runs.items():
         w = r.get("window")
         if w and r["induction_heads"]:
-            ax.axvspan(max(w["start"], 1), w["end"], color=color_of[k], alpha=0.12, lw=0)
+            ax.axvspan(w["start"], w["end"], color=color_of[k], alpha=0.12, lw=0)
 
 
 def figure(result, **kwargs):
-    import matplotlib.pyplot as plt
+    from inducthead import plotstyle
 
     m, c = result.metrics, result.curves
     runs = m["runs"]
     color_of = {k: f"C{i}" for i, k in enumerate(runs)}
-    fig, ax = plt.subplots(2, 3, figsize=kwargs.pop("figsize", (15, 8)), **kwargs)
+    fig, ax = plotstyle.new_figure(2, 3, **kwargs)
     for a, key, title in (
         (ax[0, 0], "icl_score", "(a) ICL score (late - early loss, nats)"),
         (ax[0, 1], "best_prefix_matching", "(b) best prefix-matching score"),
     ):
         for k in runs:
-            a.plot(_steps(c[k]), c[k][key], "o-", ms=3, color=color_of[k], label=LABELS[k])
+            a.plot(c[k]["steps"], c[k][key], "o-", ms=3, color=color_of[k], label=LABELS[k])
         _shade(a, runs, color_of)
-        a.set_xscale("log")
-        a.set_xlabel("step (shaded: ICL window of runs with induction heads)")
+        plotstyle.step_axis(a, label="step (shaded: ICL window of runs with induction heads)")
         a.set_title(title, fontsize=10)
     ax[0, 0].axhline(-0.4, color="k", ls=":", lw=0.8, label="paper: ~-0.4 after")
     ax[0, 1].axhline(0.3, color="k", ls=":", lw=0.8, label="detect threshold 0.3")
     for a in ax[0, :2]:
-        a.legend(fontsize=7)
+        plotstyle.legend(a, fontsize=7)
     g = ax[0, 2]
     for k, r in runs.items():
         if "loss_gap" in r:
-            steps = np.maximum(np.asarray(r["steps"][: len(r["loss_gap"])], float), 1.0)
+            steps = r["steps"][: len(r["loss_gap"])]
             g.plot(steps, r["loss_gap"], "o-", ms=3, color=color_of[k], label=LABELS[k])
     _shade(g, runs, color_of)
-    g.set_xscale("log")
-    g.set_xlabel("step")
+    plotstyle.step_axis(g, label="step")
     g.set_title("(c) loss minus the 1-layer run's (nats)", fontsize=10)
-    g.legend(fontsize=7)
+    plotstyle.legend(g, fontsize=7)
     _pca(ax[1, 0], runs, c, color_of, m.get("pca_explained_variance_ratio", []))
     _ablation(ax[1, 1], runs)
     _attribution(ax[1, 2], runs)
-    fig.suptitle(f"Olsson et al. 2022 reproduction ({result.mode}): {result!r}", fontsize=9)
-    fig.tight_layout()
-    return fig
+    return plotstyle.finish(fig, f"Olsson et al. 2022 reproduction ({result.mode}): {result!r}")
 
 
 def _pca(a, runs, c, color_of, evr) -> None:
@@ -110,7 +103,11 @@ def _attribution(a, runs) -> None:
     for i, k in enumerate(done):
         for j, h in enumerate(labels):
             grid[i, j] = runs[k]["attribution"].get(h, np.nan)
-    im = a.imshow(grid, cmap="RdBu_r", vmin=-0.5, vmax=0.5, aspect="auto")
+    from inducthead import plotstyle
+
+    # a share of the ICL change: signed and data-scaled ("effect"), the same map as other effects
+    scale = plotstyle.colour_scale("effect", grid)
+    im = a.imshow(grid, cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax, aspect="auto")
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             if np.isfinite(grid[i, j]):
