@@ -109,12 +109,10 @@ class RunReport:
 
 
 def figure_png(fig, dpi: int = 100) -> bytes:
-    """PNG bytes of a matplotlib figure, which is then closed (whether or not pyplot made it)."""
+    """PNG bytes of a matplotlib figure (every inducthead `plot()` returns one pyplot does not
+    manage, so there is nothing to close)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)  # a no-op for figures pyplot does not manage
     return buf.getvalue()
 
 
