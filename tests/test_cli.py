@@ -66,7 +66,8 @@ def test_train_resume_and_refusals(tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_prints_the_head_table(tmp_path, capsys):
     code, out, _ = run_cli(
-        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
+        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress", "--no-report"],
+        capsys,
     )
     assert code == 0
     assert "p=13" in out and "p=25" in out and "p=37" in out and "L1H1" in out
@@ -74,11 +75,21 @@ def test_demo_prints_the_head_table(tmp_path, capsys):
     assert "inducthead.verify: causal role confirmed for" in out
     # running it again never replaces the run it made before: --out refuses, --overwrite asks
     code, _, err = run_cli(
-        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress"], capsys
+        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress", "--no-report"],
+        capsys,
     )
     assert code == 2 and "--resume" in err and "--overwrite" in err
     code, _, _ = run_cli(
-        ["demo", "--out", str(tmp_path / "d"), "--steps", "5", "--no-progress", "--overwrite"],
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "d"),
+            "--steps",
+            "5",
+            "--no-progress",
+            "--no-report",
+            "--overwrite",
+        ],
         capsys,
     )
     assert code == 0
@@ -135,7 +146,7 @@ def test_demo_never_deletes_a_run_it_did_not_make(tmp_path, capsys, monkeypatch)
     keep = ["train", "--config", "demo", "--out", "runs/demo", "--steps", "7", "--seed", "7"]
     assert run_cli(keep + ["--no-progress"], capsys)[0] == 0
     before = {p: p.read_bytes() for p in (tmp_path / "runs" / "demo").rglob("*") if p.is_file()}
-    code, out, _ = run_cli(["demo", "--steps", "5", "--no-progress"], capsys)
+    code, out, _ = run_cli(["demo", "--steps", "5", "--no-progress", "--no-report"], capsys)
     assert code == 0 and "-> runs/demo-2" in out
     after = {p: p.read_bytes() for p in (tmp_path / "runs" / "demo").rglob("*") if p.is_file()}
     assert after == before and ih.Run("runs/demo").meta["seed"] == 7
