@@ -40,8 +40,10 @@ _TRAIN_FLAGS = ("steps", "batch_size", "lr", "device", "amp", "compile", "cpu_th
 
 
 def preset_and_config(args):
-    """The preset named by `--config` (reseeded by `--seed`) and its recipe with the flags."""
-    preset = presets.get(args.config)
+    """The preset `--config` names, or the JSON config file it points to (reseeded by `--seed`),
+    and its recipe with the flags."""
+    spec = args.config
+    preset = presets.from_file(spec) if presets.files.looks_like_file(spec) else presets.get(spec)
     if args.seed is not None:
         preset = preset.with_seed(args.seed)
     changes = {"progress": not args.no_progress}
@@ -68,7 +70,7 @@ def train_preset(args, preset, train_cfg, resume: bool, overwrite: bool):
         where = f"checkpoint at step {steps[-1]} in {args.out}" if steps else "no checkpoint"
         print(
             f"inducthead: interrupted; {where}. Continue with: inducthead train --config "
-            f"{preset.name} --out {args.out} --resume",
+            f"{args.config} --out {args.out} --resume",
             file=sys.stderr,
         )
         raise SystemExit(EXIT_INTERRUPTED) from None

@@ -11,7 +11,12 @@ from inducthead.training.distributed import is_main_process
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("train", help="train a preset into a run directory")
-    p.add_argument("--config", required=True, help="preset name (see `inducthead configs`)")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="a preset name (see `inducthead configs`) or a JSON config file "
+        "(`inducthead configs NAME --json` prints one to start from)",
+    )
     p.add_argument("--out", required=True, type=Path, help="run directory to write")
     add_train_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -25,6 +30,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("configs", help="list the presets")
     p.add_argument("name", nargs="?", help="show one preset in full")
+    p.add_argument(
+        "--json", action="store_true", help="print the preset as a config file for --config"
+    )
     p.set_defaults(func=cmd_configs)
 
 
@@ -38,9 +46,14 @@ def cmd_train(args) -> int:
 
 def cmd_configs(args) -> int:
     if args.name is None:
+        if args.json:
+            raise ValueError("--json prints one preset: name it (inducthead configs demo --json).")
         print(presets.table())
         return 0
     preset = presets.get(args.name)
+    if args.json:
+        print(presets.to_json(preset))
+        return 0
     print(repr(preset))
     print(f"  {preset.description}\n  source: {preset.source}")
     for note in preset.notes:
