@@ -6,6 +6,7 @@ import urllib.request
 from pathlib import Path
 
 import circuitsvis
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from conftest import tiny_config
 
 import inducthead as ih
 from inducthead import viz
+from inducthead.analysis import head_label
 from inducthead.model import induction_circuit
 
 BUNDLE = (Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js").read_text("utf-8")
@@ -247,3 +249,26 @@ def test_reprs_say_what_which_heads_and_how_long(circuit, stripes):
     r = repr(loss)
     assert r.startswith("LossChangeView(loss change when zero-ablating L1H0 on 21 tokens")
     assert "mean change +" in r
+
+
+def test_plot_draws_each_head_on_the_score_scale(circuit, stripes):
+    import matplotlib.pyplot as plt
+
+    _, roles = circuit
+    before = plt.get_fignums()
+    fig = stripes.plot()
+    assert plt.get_fignums() == before  # shown once in Jupyter, never queued in pyplot
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 4
+    for image, head, pattern in zip(images, stripes.heads, stripes.patterns, strict=True):
+        data = np.asarray(image.get_array().filled(np.nan), dtype=float)
+        lower = np.tril(np.ones(pattern.shape, dtype=bool))
+        assert np.allclose(data[lower], pattern.numpy()[lower])
+        assert np.isnan(data[~lower]).all()  # the future is blank, not zero
+        assert image.get_clim() == (0.0, 1.0)
+        assert image.axes.get_title().startswith(f"{head_label(head)}  (stripe ")
+    titles = [image.axes.get_title() for image in images]
+    assert f"(stripe {stripes.stripe_scores[roles.induction]:.2f})" in titles[0]
+    assert "stripe at key = query - 9" in fig._suptitle.get_text()
+    plain = viz.attention(circuit[0], stripes.tokens, layer=0).plot()
+    assert "stripe" not in plain._suptitle.get_text()

@@ -94,6 +94,32 @@ class AttentionView(View):
             "maskUpperTri": True,
         }
 
+    def plot(self, max_cols: int = 4, **kwargs):
+        """A static picture of the view (for papers, READMEs and PDFs): one `[query, key]` panel
+        per head on the score scale (0..1, the same in every model), the masked future blank;
+        views of `induction_stripes` title each head with its stripe score (the stripe itself is
+        the diagonal at key = query - period + 1)."""
+        from inducthead import plotstyle
+
+        fig, axes = plotstyle.panel_grid(
+            len(self.heads), max_cols=max_cols, panel_size=(3.2, 3.0), **kwargs
+        )
+        scale = plotstyle.colour_scale("score")
+        scores = self.stripe_scores if self.period is not None else {}
+        n = len(self.tokens)
+        for ax, head, pattern in zip(axes, self.heads, self.patterns, strict=True):
+            masked = pattern.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("nan"))
+            im = ax.imshow(masked, cmap=scale.cmap, vmin=scale.vmin, vmax=scale.vmax)
+            name = head_label(head)
+            if head in scores:
+                name += f"  (stripe {scores[head]:.2f})"
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("key position")
+            ax.set_ylabel("query position")
+        fig.colorbar(im, ax=axes, shrink=0.8, label="attention")
+        stripe = f"; stripe at key = query - {self.period - 1}" if scores else ""
+        return plotstyle.finish(fig, self.title + stripe)
+
     def __repr__(self) -> str:
         if self.period is None:
             text = self.title
