@@ -4,7 +4,8 @@
   the full metrics.jsonl and run.json (~1 min);
 - olsson: the Olsson et al. 2022 text runs (`inducthead.papers.olsson.runs`: 1-, 2-, 3-layer and
   smeared-key 1- and 2-layer, seed 0, the full recipe; ~50 CPU-minutes on one core), then their
-  quick reproduction into assets/reproductions/olsson/."""
+  quick reproduction into assets/reproductions/olsson/;
+- figures: the README's pictures of the demo run (induction stripes, the phase change)."""
 
 from __future__ import annotations
 
@@ -58,14 +59,32 @@ def olsson() -> None:
     print(result)
 
 
-BUILDERS = {"demo": demo, "olsson": olsson}
+def figures() -> None:
+    """The README's pictures of the shipped demo run: the induction stripes of its final model
+    and its loss, ICL score and head scores over training with the phase-change window."""
+    from inducthead.dynamics import Trajectory
+
+    out = OUT.parent / "figures"
+    out.mkdir(exist_ok=True)
+    stripes = ih.viz.induction_stripes(ih.load(OUT / "model.safetensors"))
+    stripes.plot().savefig(out / "induction_stripes.png", dpi=80)
+    with tempfile.TemporaryDirectory() as cache:  # nothing written into assets/demo
+        traj = Trajectory(OUT, cache_dir=cache, progress=False)
+        traj.phase_change().plot().savefig(out / "phase_change.png", dpi=80)
+        traj.head_scores().plot().savefig(out / "head_scores.png", dpi=80)
+    print(f"wrote {out}: {stripes!r}")
+
+
+BUILDERS = {"demo": demo, "olsson": olsson, "figures": figures}
 
 
 def main(argv=None) -> None:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", default=",".join(BUILDERS), help="comma-separated: demo,olsson")
+    p.add_argument(
+        "--only", default=",".join(BUILDERS), help="comma-separated: " + ",".join(BUILDERS)
+    )
     names = [n.strip() for n in p.parse_args(argv).only.split(",") if n.strip()]
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:

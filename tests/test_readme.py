@@ -103,6 +103,20 @@ def test_the_readme_has_python_blocks_and_they_parse():
     assert all(b["section"] != "(top)" for b in BLOCKS)
 
 
+def test_every_picture_and_local_link_exists():
+    text = README.read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text)
+    assert len(images) >= 4, "README.md lost its pictures"
+    for target in images:
+        path = ROOT / target
+        assert path.is_file(), f"README.md shows {target}, which does not exist"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{target} is not a PNG"
+    for target in re.findall(r"`(assets/[\w/.{},-]+\.png)`", text):
+        for name in re.findall(r"\{([^}]*)\}", target)[0].split(",") if "{" in target else [""]:
+            path = ROOT / re.sub(r"\{[^}]*\}", name, target)
+            assert path.is_file(), f"README.md names {path.relative_to(ROOT)}, which is missing"
+
+
 def test_the_parser_finds_sections_lines_and_markers():
     text = "## A\n```python\nx = 1\n```\n```bash\nls\n```\n"
     text += "## B\n```python\n# needs: internet\n```\n"
