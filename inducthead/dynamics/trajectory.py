@@ -147,9 +147,10 @@ class Trajectory(CurvesMixin, SpacesMixin):
         """`(ref, model)` for each checkpoint, loaded one at a time; damaged ones are skipped
         with a warning naming them (strict: raised)."""
         refs = self.refs if refs is None else refs
-        for ref in progress_bar(
-            refs, desc=f"{self.name}: checkpoints", disable=not self.progress, leave=False
-        ):
+        refs = list(refs)
+        # no bar when everything is cached (an empty "0it" bar otherwise)
+        quiet = not self.progress or not refs
+        for ref in progress_bar(refs, desc=f"{self.name}: checkpoints", disable=quiet, leave=False):
             try:
                 model = self.source.load(ref, self.verify)
             except CheckpointError as e:
