@@ -1,7 +1,7 @@
 # make demo      : create .venv if missing, install, train the demo model on the CPU and show its heads
 # make test      : create .venv if missing, install, run make lint, the whole test suite and the
 #                  tutorials/*.ipynb notebooks (executed with nbmake, kernel python3 of .venv)
-# make test-fast : the same without the tests marked slow (pytest -m "not slow"): about 75 s
+# make test-fast : the same without the tests marked slow (pytest -m "not slow"): about 3 min
 #                  on 2 CPU cores
 # make lint      : ruff check, ruff format --check and the import-linter layers contract (pyproject)
 # make tl3-venv  : create .venv-tl3 if missing: torch and TransformerLens 3.9, the reference that
