@@ -26,6 +26,10 @@ EXPECTED = {
     "dynamics": [r"\| Trajectory.head_scores \| \d", r"trajectory / naive throughput: \d+\.\d\dx"],
     "detect_thresholds": [r"\| model \| max prefix matching", r"Untrained maxima: prefix matching"],
     "musat_sweep": [r"\| batched \(one computation\) \| \d", r"batched speedup: \d+\.\d\dx"],
+    "quick_modes": [
+        r"\| paper \| wall time \(s\) \|",
+        r"\| olsson \| \d+\.\d \| yes \| \d/6 claims",
+    ],
     "multiseed": [r"\| together speedup", r"- training steps, interleaved: \d+\.\d\dx \(goal"],
     "train_throughput": [r"\| hooks \| implementation \|", r"ours ÷ plain SDPA = \d+\.\d\d"],
     "verify_thresholds": [r"\| model \| head \| clean loss", r"\| hand-built \| L1H\d"],
@@ -48,8 +52,9 @@ def scripts() -> list[Path]:
 
 
 # smoke runs of several seconds (verify_thresholds trains and verifies three models, ~8 s;
-# musat_sweep runs its sweep twice, ~3 s) are slow, to keep `make test-fast` near a minute
-SLOW_SMOKE = ("verify_thresholds", "musat_sweep")
+# musat_sweep runs its sweep twice, ~3 s; quick_modes analyses olsson's 1L run, ~15 s) are
+# slow, to keep `make test-fast` near a minute
+SLOW_SMOKE = ("verify_thresholds", "musat_sweep", "quick_modes")
 
 
 def _params() -> list:
