@@ -86,10 +86,6 @@ def _preset(d: dict[str, Any], path: Path) -> Preset:
         same_task = parts["task"].get("name", base.task["name"]) == base.task["name"]
         parts["task"] = {**base.task, **parts["task"]} if same_task else parts["task"]
         parts["train"] = {**base.train.to_dict(), **parts["train"]}
-    train = parts["train"]
-    for key in ("betas", "checkpoint_steps"):  # JSON lists -> the tuples TrainConfig holds
-        if isinstance(train.get(key), list):
-            train[key] = tuple(train[key])
     name = d.get("name") or path.stem
     model = HookedTransformerConfig.from_dict(parts["model"])
     if model.model_name in ("custom", base.model.model_name if base else "custom"):
@@ -98,7 +94,7 @@ def _preset(d: dict[str, Any], path: Path) -> Preset:
         name,
         model,
         task_from_dict(parts["task"]).to_dict(),  # validated and normalised
-        TrainConfig.from_dict(train),
+        TrainConfig.from_dict(parts["train"]),
         d.get("description") or f"from {path.name}" + (f" (based on {base.name})" if base else ""),
         d.get("source", base.source if base else ""),
         list(d.get("notes", [])),
