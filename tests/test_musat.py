@@ -18,6 +18,7 @@ from inducthead.papers.musat import (
     forward_weights,
     gram,
     subspace,
+    sweep,
 )
 from inducthead.papers.musat.model import mse
 from inducthead.tasks import ItemLabelICL
@@ -351,3 +352,37 @@ def test_full_mode_path_runs_at_toy_size(monkeypatch, tmp_path):
     assert r.mode == "full" and r.metrics["n_values"] == [2, 3, 4]
     assert "literal population (orbit, D 8, N 3)" in r.metrics["relaxations"]
     assert (tmp_path / "metrics.json").exists() and set(r.status) <= {c.key for c in r.paper}
+
+
+def _full_batch_flow(n_pairs, seeds, steps):
+    """The flow without dropping finished cells (the algorithm before compaction): every cell
+    computed at every step, finished ones frozen by a zero update."""
+    b = gram.GramBatch.build(n_pairs)
+    stop = torch.tensor([gram.plateau(n)[0] for n in n_pairs], dtype=torch.float64) * 0.05
+    c0 = [
+        torch.randn(19, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+        for s in seeds
+    ]
+    c = (torch.stack(c0) * sweep.SEED_JITTER).requires_grad_()
+    active = torch.ones(len(seeds), dtype=torch.bool)
+    losses = []
+    for _ in range(steps):
+        L = gram.loss(c, b)
+        active = active & (L.detach() > stop)
+        losses.append(L.detach().clone())
+        (g,) = torch.autograd.grad(L.sum(), c)
+        with torch.no_grad():
+            c -= g * active[:, None]
+    return torch.stack(losses), c.detach()
+
+
+def test_finished_cells_leave_the_flow_without_changing_any_number():
+    # N = 2 finishes near step 40, N = 5 near step 200: most steps run N = 5 alone
+    n_pairs, seeds = [2, 2, 5], [0, 1, 0]
+    h = flow.coordinate_flow(n_pairs, seeds, init_std=sweep.SEED_JITTER, record_every=1)
+    ref_loss, ref_c = _full_batch_flow(n_pairs, seeds, h.steps + 1)
+    assert h.steps > 100 and h.loss.shape[0] == h.steps + 1
+    finished_early = np.argmax(h.loss[:, 0] <= 0.05 * h.plateau[0])
+    assert 0 < finished_early < h.steps / 2  # the compaction path really ran
+    assert np.array_equal(h.loss, ref_loss.numpy())  # bitwise: the same computation per cell
+    assert np.array_equal(h.coords[-1], ref_c.numpy())

@@ -90,29 +90,41 @@ def coordinate_flow(
         torch.randn(19, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
         for s in seeds
     ]
-    c = (torch.stack(c0) * init_std).to(device).requires_grad_()
+    c = (torch.stack(c0) * init_std).to(device)
     active = torch.ones(len(seeds), dtype=torch.bool, device=device)
+    # Finished cells leave the computation (their coordinates, loss and attention stay as they
+    # were last computed: frozen coordinates would recompute the same values), so the long tail
+    # where only the largest N still trains costs a few cells per step, not all of them.
+    cells = torch.arange(len(seeds), device=device)
+    sub = b
+    L_all = torch.zeros(len(seeds), dtype=torch.float64, device=device)
+    att_all = torch.zeros_like(L_all)
     times, losses, coords, attn = [], [], [], []
     step, bar = (
         0,
         progress_bar(total=len(seeds), desc="gradient flow (cells done)", disable=not progress),
     )
     while True:
-        out = gram.forward(c, b, objective)
+        c_run = c[cells].requires_grad_()
+        out = gram.forward(c_run, sub, objective)
         L, att = out["loss"], out["attention"].detach()
-        going = L.detach() > stop if stop_on == "loss" else att < 1 - stop_fraction
-        active = active & going & (step * dt < max_time)
+        L_all[cells], att_all[cells] = L.detach(), att
+        going = L.detach() > stop[cells] if stop_on == "loss" else att < 1 - stop_fraction
+        active[cells] = going & (step * dt < max_time)
         if step % record_every == 0 or not bool(active.any()):
             times.append(step * dt)
-            losses.append(L.detach().cpu().numpy())
-            coords.append(c.detach().cpu().numpy().copy())
-            attn.append(att.cpu().numpy())
+            losses.append(L_all.cpu().numpy().copy())
+            coords.append(c.cpu().numpy().copy())
+            attn.append(att_all.cpu().numpy().copy())
         bar.update(int((~active).sum()) - bar.n)
         if not bool(active.any()):
             break
-        (g,) = torch.autograd.grad(L.sum(), c)
+        (g,) = torch.autograd.grad(L.sum(), c_run)
         with torch.no_grad():
-            c -= dt * g * active[:, None]
+            c[cells] = c_run - dt * g * active[cells][:, None]
+        if not bool(active[cells].all()):
+            cells = active.nonzero().squeeze(-1)
+            sub = b.select(cells)
         step += 1
     bar.close()
     return FlowHistory(

@@ -62,6 +62,18 @@ class GramBatch:
     def __len__(self) -> int:
         return self.item.shape[0]
 
+    def select(self, cells: Tensor) -> GramBatch:
+        """The cells at indices `cells`, with this batch's padding (each cell computes exactly
+        what it computes in the whole batch)."""
+        return GramBatch(
+            self.n_pairs[cells.cpu()],
+            self.item[cells],
+            self.label[cells],
+            self.Gm,
+            self.valid[cells],
+            self.weight[cells],
+        )
+
     def token_gram(self) -> Tensor:
         """Gx `[C, K, T, T]` written out (for checks; `forward` never builds it)."""
         v = self.valid.to(self.item.dtype)
