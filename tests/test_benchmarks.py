@@ -22,7 +22,10 @@ EXPECTED = {
         r"data generation \d+ ms",
     ],
     "demo_emergence": [r"\| seed \| step reached \|", r"worst seed reaches both scores"],
-    "detect_speed": [r"\| speed-up vs detect_head \|", r"\| \d+\.\dx \| \d\.\de[+-]\d+ \|"],
+    "detect_speed": [
+        r"\| speed-up vs detect_head \| bridge / ours \|",
+        r"\| \d+\.\d\dx \| \d+\.\d\d \| \d+\.\d\d \| \d\.\de[+-]\d+ \|",
+    ],
     "dynamics": [r"\| Trajectory.head_scores \| \d", r"trajectory / naive throughput: \d+\.\d\dx"],
     "detect_thresholds": [r"\| model \| max prefix matching", r"Untrained maxima: prefix matching"],
     "musat_sweep": [r"\| batched \(one computation\) \| \d", r"batched speedup: \d+\.\d\dx"],

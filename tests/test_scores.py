@@ -236,3 +236,39 @@ def test_arena_convention_uses_arenas_probe_by_default(demo_model):
         [cache["pattern", l].diagonal(-49, dim1=-2, dim2=-1).mean((0, 2)) for l in range(2)]
     )
     torch.testing.assert_close(induction_score(demo_model, "arena"), expected)
+
+
+def _copying_by_loops(z, pattern, tokens, rows, W_O, unembed, lookup, top_keys):
+    """`copying_from_cache` written one query row and head at a time (the definition)."""
+    total = torch.zeros(W_O.shape[0], dtype=torch.float64)
+    for b, q in rows.nonzero().tolist():
+        for h in range(W_O.shape[0]):
+            direct = z[b, q, h] @ W_O[h] @ unembed  # [C]
+            direct = (direct / (1e-5 * direct.abs().max())).round()
+            weights, keys = pattern[b, h, q].topk(top_keys)
+            for w, k in zip(weights / weights.sum(), keys, strict=True):
+                c = int(lookup[tokens[b, k]])
+                if c >= 0:
+                    stat = (direct[c] - direct).sign().sum() / (len(direct) - 1)
+                    total[h] += float(w * stat)
+    return total, int(rows.sum())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_empirical_copying_statistic_matches_its_definition(chunk, monkeypatch):
+    import inducthead.analysis.copying as copying
+
+    g = torch.Generator().manual_seed(0)
+    B, Q, H, dh, m, C = 3, 9, 4, 5, 8, 11
+    z = torch.randn(B, Q, H, dh, generator=g)
+    pattern = torch.softmax(torch.randn(B, H, Q, Q, generator=g), -1)
+    tokens = torch.randint(0, 14, (B, Q), generator=g)  # ids 11..13 are not candidates
+    rows = torch.rand(B, Q, generator=g) < 0.5
+    W_O, unembed = torch.randn(H, dh, m, generator=g), torch.randn(m, C, generator=g)
+    lookup = copying.candidate_lookup(torch.arange(C), tokens)
+    sign_sums = copying._sign_sums
+    monkeypatch.setattr(copying, "_sign_sums", lambda t, d: sign_sums(t, d, chunk))
+    got, n = copying.copying_from_cache(z, pattern, tokens, rows, W_O, unembed, lookup, 3)
+    want, n_want = _copying_by_loops(z, pattern, tokens, rows, W_O, unembed, lookup, 3)
+    assert n == n_want > 0
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)

@@ -208,7 +208,8 @@ class ModelAdapter:
                 cache = self._cached_forward(tokens[start : start + size], names)
                 for n in names:
                     parts[n].append(cache[n])
-        return {n: torch.cat(v) for n, v in parts.items()}
+        # one chunk: its tensors as they are (a cat would copy every cached pattern)
+        return {n: v[0] if len(v) == 1 else torch.cat(v) for n, v in parts.items()}
 
     def _cached_forward(self, tokens: Tensor, names: list[str]) -> dict:
         """Cache `names`, running no further than needed: when every name lives in a block, the

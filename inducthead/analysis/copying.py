@@ -47,36 +47,57 @@ def copying_from_cache(
     rows: Tensor,
     W_O: Tensor,
     unembed: Tensor,
-    candidates: Tensor,
+    lookup: Tensor,
     top_keys: int = 4,
 ) -> tuple[Tensor, int]:
     """Per-head sums of the empirical copying statistic over the query `rows` (`[batch, q]`
-    bool) of one layer, and the number of rows; `z` is `[b, q, h, dh]`, `pattern` `[b, h, q, k]`.
+    bool) of one layer, and the number of rows; `z` is `[b, q, h, dh]`, `pattern` `[b, h, q, k]`,
+    `unembed` the direct-path unembedding of the C candidate tokens (`[d_model, C]`), `lookup`
+    each token id's candidate index (-1: not a candidate; `candidate_lookup`).
     See `empirical_copying_score`."""
     b_idx, q_idx = rows.nonzero(as_tuple=True)
-    n_cand = len(candidates)
-    # direct logit effects [n, h, C] of each head's output z·W_O through `unembed`; W_O·U first:
-    # h·d_head·d_model·C + n·h·d_head·C multiply-adds instead of n·h·d_model·C.
-    out_unembed = torch.einsum("hdm,mc->hdc", W_O.float(), unembed[:, candidates].float())
-    direct = torch.einsum("nhd,hdc->nhc", z[b_idx, q_idx].float(), out_unembed)
-    size = max(int(candidates.max()), int(tokens.max())) + 1
-    lookup = torch.full((size,), -1, dtype=torch.long, device=tokens.device)
-    lookup[candidates] = torch.arange(n_cand, device=tokens.device)
-    weights = pattern[b_idx, :, q_idx]  # [n, h, k] attention of each selected query
+    n_cand = unembed.shape[-1]
+    # direct logit effects [h, n, C] of each head's output z·W_O through `unembed`; W_O·U first:
+    # h·d_head·d_model·C + n·h·d_head·C multiply-adds instead of n·h·d_model·C. Head-major, so
+    # the batched matmul writes its output in place (no permuted copy of [n, h, C]).
+    out_unembed = W_O.float() @ unembed  # [h, dh, C]
+    direct = torch.bmm(z[b_idx, q_idx].float().transpose(0, 1).contiguous(), out_unembed)
+    weights = pattern[b_idx, :, q_idx].transpose(0, 1)  # [h, n, k] attention of each query
     top = weights.topk(min(top_keys, weights.shape[-1]), dim=-1)  # the most attended keys
-    attended = lookup[tokens[b_idx]].gather(-1, top.indices.flatten(1)).view_as(top.indices)
+    keys = lookup[tokens[b_idx]]  # [n, k] candidate index of each key's token
+    attended = keys.expand(len(top.indices), -1, -1).gather(-1, top.indices)  # [h, n, top]
     # Effects equal to within 1e-5 of the row's largest one are ties (float rounding): compare
     # them on that grid.
     grid = 1e-5 * direct.abs().amax(-1, keepdim=True).clamp(min=1e-30)
-    direct = (direct / grid).round_()
-    target = direct.gather(-1, attended.clamp(min=0))  # [n, h, top]
+    direct = direct.div_(grid).round_()
+    target = direct.gather(-1, attended.clamp(min=0))  # [h, n, top]
     # (#candidates gaining less - #gaining more) / (C - 1); the token itself contributes 0.
     # Tokens the unembedding cannot produce (id >= d_vocab_out) count as no preference.
-    diff = target[..., None] - direct[:, :, None, :]
-    stat = diff.sign_().sum(-1) / max(n_cand - 1, 1)
+    stat = _sign_sums(target, direct) / max(n_cand - 1, 1)
     stat = stat * (attended >= 0)
     share = top.values / top.values.sum(-1, keepdim=True).clamp(min=1e-30)
-    return (share * stat).sum((0, 2)), len(b_idx)
+    return (share * stat).sum((1, 2)), len(b_idx)
+
+
+def candidate_lookup(candidates: Tensor, tokens: Tensor) -> Tensor:
+    """`[max id + 1]` map from token id to its index in `candidates`, -1 for other ids."""
+    size = max(int(candidates.max()), int(tokens.max())) + 1
+    lookup = torch.full((size,), -1, dtype=torch.long, device=tokens.device)
+    lookup[candidates] = torch.arange(len(candidates), device=tokens.device)
+    return lookup
+
+
+def _sign_sums(target: Tensor, direct: Tensor, chunk_elements: int = 1 << 20) -> Tensor:
+    """sum_c sign(target[..., t] - direct[..., c]) -> `target`'s shape, a few rows at a time:
+    the `[rows, t, C]` differences then stay in cache (measured 3 vs 27 ms per layer for 12
+    heads x 256 queries, 4 keys, 1223 candidates; the values are the same)."""
+    target_rows, direct_rows = target.flatten(0, -2), direct.flatten(0, -2)
+    rows = max(1, chunk_elements // max(target.shape[-1] * direct.shape[-1], 1))
+    parts = [
+        (t[..., None] - d[:, None, :]).sign_().sum(-1)
+        for t, d in zip(target_rows.split(rows), direct_rows.split(rows), strict=True)
+    ]
+    return (torch.cat(parts) if parts else target_rows.new_zeros(target_rows.shape)).view_as(target)
 
 
 class EmpiricalCopying:
@@ -95,7 +116,10 @@ class EmpiricalCopying:
         self.adapter, self.tokens, self.top_keys = adapter, tokens.to(adapter.device), top_keys
         self.rows = subsample_rows(induction_targets(self.tokens).any(-1), max_queries, seed)
         self.candidates = candidate_tokens(self.tokens, adapter.d_vocab_out, max_candidates, seed)
-        self.unembed, self.W_O = adapter.direct_unembed(), adapter.W_O  # read once per call
+        self.lookup = candidate_lookup(self.candidates, self.tokens)
+        # read once per call: the candidates' direct-path unembedding and the stacked W_O
+        self.unembed = adapter.direct_unembed()[:, self.candidates].float()
+        self.W_O = adapter.W_O
         self.total = torch.zeros(adapter.n_layers, adapter.n_heads, device=adapter.device)
         self.count = torch.zeros(adapter.n_layers, device=adapter.device)
 
@@ -107,7 +131,7 @@ class EmpiricalCopying:
             self.rows[rows],
             self.W_O[layer],
             self.unembed,
-            self.candidates,
+            self.lookup,
             self.top_keys,
         )
         self.total[layer] += total

@@ -25,6 +25,12 @@ def optional_bias(use_bias: bool, *shape: int) -> nn.Parameter | None:
     return nn.Parameter(torch.zeros(*shape)) if use_bias else None
 
 
+def matmul_bias(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    """`x @ W + b` (`W` `[d_in, d_out]`) as one GEMM: the bias is added inside it (addmm), not
+    in a second pass over the output."""
+    return x @ W if b is None else F.linear(x, W.T, b)
+
+
 def offset_positions(attention_mask: Tensor) -> Tensor:
     """Position ids counted from each row's first real token (padding before it: 0), TL 3's
     convention for left-padded input."""
@@ -170,10 +176,11 @@ class Attention(nn.Module):
     def _project(self, x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
         if x.ndim == 4:  # split qkv input: [batch, pos, head, d_model]
             out = torch.einsum("bphm,hmd->bphd", x, W)
-        else:  # one [d_model, heads * d_head] matmul (an einsum here ran one bmm per head)
-            h, m, d = W.shape
-            out = (x @ W.transpose(0, 1).reshape(m, h * d)).view(*x.shape[:-1], h, d)
-        return out if b is None else out + b
+            return out if b is None else out + b
+        # one [d_model, heads * d_head] matmul (an einsum here ran one bmm per head)
+        h, m, d = W.shape
+        flat_b = None if b is None else b.flatten()
+        return matmul_bias(x, W.transpose(0, 1).reshape(m, h * d), flat_b).unflatten(-1, (h, d))
 
     def pattern_needed(self) -> bool:
         """True when a hook reads or edits scores/pattern, so the explicit path must run."""
@@ -229,11 +236,9 @@ class Attention(nn.Module):
         if self.cfg.use_attn_result:
             result = self.hook_result(torch.einsum("bphd,hdm->bphm", z, self.W_O))
             out = result.sum(-2)
-        else:
-            out = einops.rearrange(z, "b p h d -> b p (h d)") @ einops.rearrange(
-                self.W_O, "h d m -> (h d) m"
-            )
-        return out if self.b_O is None else out + self.b_O
+            return out if self.b_O is None else out + self.b_O
+        W_O = einops.rearrange(self.W_O, "h d m -> (h d) m")
+        return matmul_bias(einops.rearrange(z, "b p h d -> b p (h d)"), W_O, self.b_O)
 
     def _grouped(self, x: Tensor) -> Tensor:
         """Key/value heads `[b, p, n_kv, d]` repeated for the query heads they serve."""

@@ -16,6 +16,7 @@ from transformer_lens.hook_points import HookPoint
 from inducthead.model.attention import (
     Attention,
     GroupedQueryAttention,
+    matmul_bias,
     offset_positions,
     optional_bias,
 )
@@ -113,10 +114,8 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()
 
     def forward(self, x: Tensor) -> Tensor:
-        pre = x @ self.W_in
-        pre = self.hook_pre(pre if self.b_in is None else pre + self.b_in)
-        out = self.hook_post(self.act(pre)) @ self.W_out
-        return out if self.b_out is None else out + self.b_out
+        pre = self.hook_pre(matmul_bias(x, self.W_in, self.b_in))
+        return matmul_bias(self.hook_post(self.act(pre)), self.W_out, self.b_out)
 
 
 class TransformerBlock(nn.Module):
