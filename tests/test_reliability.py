@@ -20,12 +20,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 import inducthead as ih
 from inducthead.runs import RunDirError, RunWriter, files
@@ -161,6 +163,12 @@ def _start(job: dict) -> int:
     pid = os.fork()
     if pid == 0:  # the child: never returns into the worker loop
         code = 1
+        # tqdm's write lock is a multiprocessing semaphore inherited through fork: a sibling
+        # SIGKILLed while holding it would leave it taken, and this child would wait forever in
+        # its first progress bar (seen once in CI). Each child gets its own lock.
+        lock = threading.RLock()
+        for bar in {tqdm, sys.modules["tqdm.auto"].tqdm} if "tqdm.auto" in sys.modules else {tqdm}:
+            bar.set_lock(lock)
         try:
             for fd, name in ((1, job["stderr"] + ".out"), (2, job["stderr"])):  # off the pipe
                 os.dup2(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644), fd)
