@@ -10,8 +10,8 @@ heads, vocabulary 2048 from a locally built word-level tokenizer), time:
   (the same weights in a TransformerBridge), which computes the attention statistic only.
 Each is timed best of 3 after a warm-up, the four taking turns in every round. The last ratio,
 detect_head over the forward alone, bounds the speed-up any detect computing these scores on this
-machine can reach. TL's 'mul' number is converted to ours (× sequence length / eligible queries) to show both compute
-the same prefix-matching values. Goal: detect >= 2x faster than detect_head.
+machine can reach. TL's 'mul' number is converted to ours (× sequence length / eligible queries)
+to show both compute the same prefix-matching values. Goal: detect >= 2x faster than detect_head.
 
 `--smoke` runs the same code on a 1-layer width-64 model (vocabulary 256), once per timing, and
 prints the table without appending it to RESULTS.md.
