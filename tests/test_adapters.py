@@ -2,6 +2,7 @@ import types
 
 import pytest
 import torch
+from conftest import perturbed, tiny_config
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
@@ -101,3 +102,33 @@ def test_a_public_function_wraps_the_model_once(call, demo_model, monkeypatch):
     monkeypatch.setattr(ModelAdapter, "wrap", classmethod(counting))
     call(demo_model)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("host", ["ours", "bridge"])
+@pytest.mark.parametrize(
+    "names, stop",
+    [
+        (["blocks.1.attn.hook_pattern", "blocks.0.attn.hook_z", "blocks.1.attn.hook_z"], "z"),
+        (["blocks.1.attn.hook_q", "blocks.0.hook_mlp_out"], "z"),
+        (["blocks.1.attn.hook_pattern", "blocks.1.hook_attn_out"], "attn_out"),
+        (["blocks.0.attn.hook_z", "blocks.1.hook_resid_mid"], "resid_post"),
+        (["blocks.1.hook_resid_post"], "resid_post"),
+    ],
+)
+def test_the_cached_forward_stops_after_the_last_name_and_caches_all_of_them(host, names, stop):
+    """`run` ends the pass early (at the last block's hook_z, hook_attn_out or hook_resid_post,
+    whichever is the first after every name) and returns exactly what a full cached run does."""
+    model = perturbed(ih.HookedTransformer(tiny_config(d_vocab=40, n_ctx=30)).eval())
+    hosted = model if host == "ours" else ih.to_bridge(model).eval()
+    adapter = ModelAdapter.wrap(hosted, bos_token_id=None)
+    tokens = torch.randint(0, 40, (3, 30))
+    fired = []
+    later = {"z": "blocks.1.hook_attn_out", "attn_out": "blocks.1.hook_resid_mid"}.get(stop)
+    hooks = [(later, lambda x, hook: fired.append(hook.name))] if later else []
+    with hosted.hooks(fwd_hooks=hooks):
+        cache = adapter.run(tokens, names)
+    _, full = hosted.run_with_cache(tokens, names_filter=names)
+    assert set(cache) == set(names)
+    for name in names:
+        torch.testing.assert_close(cache[name], full[name], rtol=0, atol=0)
+    assert fired == []  # nothing after the stop point ran

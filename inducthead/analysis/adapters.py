@@ -213,15 +213,16 @@ class ModelAdapter:
 
     def _cached_forward(self, tokens: Tensor, names: list[str]) -> dict:
         """Cache `names`, running no further than needed: when every name lives in a block, the
-        pass stops at the last such block's `hook_attn_out` (skipping its MLP, later blocks, the
-        final norm and the unembedding, a third of the work for a 2-layer model); otherwise it
-        runs every block (`stop_at_layer=n_layers`)."""
-        layers = [_block_index(n) for n in names]
-        stop_at = f"blocks.{max(layers)}.hook_attn_out" if None not in layers and layers else None
+        pass stops in the last such block, at its `attn.hook_z` when only attention internals
+        are wanted there (skipping its W_O), else at its `hook_attn_out` (skipping its MLP);
+        later blocks, the final norm and the unembedding never run (for a 2-layer model over a
+        third of the work). Otherwise it runs every block (`stop_at_layer=n_layers`)."""
+        stop_at = _stop_point(names)
         if stop_at in self.model.hook_dict and hasattr(self.model, "get_caching_hooks"):
             cache, fwd, _ = self.model.get_caching_hooks(names_filter=names)
             with (
                 contextlib.suppress(_StopForward),
+                # after the caching hooks: a hook point runs its hooks in the order added
                 self.model.hooks(fwd_hooks=[*fwd, (stop_at, _stop)]),
             ):
                 self.model(tokens)
@@ -283,6 +284,35 @@ class _StopForward(Exception):
 
 def _stop(activation: Tensor, hook) -> None:
     raise _StopForward
+
+
+# A block's hooks (TL names) that fire at or before its attn.hook_z, and at or before its
+# hook_attn_out; anything else in a block may fire as late as its hook_resid_post.
+_UP_TO_Z = {
+    "hook_resid_pre",
+    "hook_attn_in",
+    *(f"hook_{x}_input" for x in "qkv"),
+    *(f"ln1.hook_{x}" for x in ("scale", "normalized")),
+    *(f"attn.hook_{x}" for x in ("q", "k", "v", "rot_q", "rot_k", "k_smeared")),
+    *(f"attn.hook_{x}" for x in ("attn_scores", "pattern", "z")),
+}
+_UP_TO_ATTN_OUT = {*_UP_TO_Z, "attn.hook_result", "hook_attn_out"}
+
+
+def _stop_point(names: list[str]) -> str | None:
+    """The hook after which nothing in `names` is left to compute (None: run every block)."""
+    layers = [_block_index(n) for n in names]
+    if not layers or None in layers:
+        return None
+    last = max(layers)
+    inner = {n.split(".", 2)[2] for n, l in zip(names, layers, strict=True) if l == last}
+    if inner <= _UP_TO_Z:
+        return f"blocks.{last}.attn.hook_z"
+    return (
+        f"blocks.{last}.hook_attn_out"
+        if inner <= _UP_TO_ATTN_OUT
+        else f"blocks.{last}.hook_resid_post"
+    )
 
 
 def _block_index(name: str) -> int | None:
