@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import perturbed
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
@@ -312,3 +313,29 @@ def test_pattern_preserving_context_runs_your_hooks_once_and_raises_their_errors
 
     with ablate(demo_model, ["L1H0"], "pattern_preserving"), pytest.raises(RuntimeError):
         demo_model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_post", fail_once)])
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "pattern_preserving"])
+def test_scan_resuming_at_each_layer_equals_full_forwards(mode, monkeypatch):
+    """The scan starts each layer's ablated forwards from the clean residual entering that
+    layer; every effect equals the scan that runs every block from the tokens, and block 0 runs
+    only for the clean passes and the layer-0 heads."""
+    cfg = ih.HookedTransformerConfig(
+        n_layers=3, d_model=32, n_heads=4, d_head=8, d_vocab=31, n_ctx=40, seed=3
+    )
+    model = perturbed(ih.HookedTransformer(cfg).eval(), scale=0.3)
+    data = default_data(model, n_samples=6)
+    runs = []
+    model.blocks[0].hook_resid_pre.add_hook(lambda x, hook: runs.append(len(x)))
+    resumed = ablation_scan(model, data, ["loss", "accuracy"], mode, max_batch=12)
+    n_resumed = len(runs)
+    runs.clear()
+    monkeypatch.setattr(ModelAdapter, "resumes", property(lambda self: False))
+    full = ablation_scan(model, data, ["loss", "accuracy"], mode, max_batch=12)
+    model.blocks[0].hook_resid_pre.remove_hooks()
+    for name in ("loss", "accuracy"):
+        torch.testing.assert_close(resumed.scores[name], full.scores[name], atol=1e-6, rtol=1e-5)
+        assert resumed.clean[name] == full.clean[name]
+    # 4 heads per layer, 2 per forward: full = 2 forwards per layer; resumed = layer 0 only,
+    # plus the one pass computing the residual entering layer 1
+    assert len(runs) - n_resumed == 2 * 3 - (2 + 1)

@@ -253,10 +253,43 @@ class ModelAdapter:
             exclude=exclude,
         )
 
-    def logits(self, tokens: Tensor, hooks: Iterable = ()) -> Tensor:
-        """The model's logits on `tokens` with forward `hooks` active (no gradients)."""
+    def logits(self, tokens: Tensor, hooks: Iterable = (), start_at_layer: int = 0) -> Tensor:
+        """The model's logits on `tokens` with forward `hooks` active (no gradients). With
+        `start_at_layer` l > 0, `tokens` is the residual stream entering block l (from
+        `residual`) and blocks before l do not run (only when `resumes`)."""
         with torch.no_grad():
-            return self.model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+            if not start_at_layer:
+                return self.model.run_with_hooks(tokens, fwd_hooks=list(hooks))
+            self._check_resumes()
+            with self.model.hooks(fwd_hooks=list(hooks)):
+                return self.model(tokens, start_at_layer=start_at_layer)
+
+    @property
+    def resumes(self) -> bool:
+        """Whether a forward can start at any block from the residual stream entering it,
+        skipping the blocks before (our models: their `start_at_layer` runs only the later
+        blocks; not shortformer ones, whose position embedding enters every block). A
+        TransformerBridge still runs the earlier blocks and discards them, so it gains nothing."""
+        return self.kind == "inducthead" and self.model.cfg.positional_embedding_type != (
+            "shortformer"
+        )
+
+    def residual(self, x: Tensor, start: int, stop: int, hooks: Iterable = ()) -> Tensor:
+        """The residual stream entering block `stop` (`[batch, pos, d_model]`), with forward
+        `hooks` active: from token ids `x` when `start` is 0, else from `x`, the residual stream
+        entering block `start` (only blocks start..stop-1 run). Only when `resumes`."""
+        self._check_resumes()
+        with torch.no_grad(), self.model.hooks(fwd_hooks=list(hooks)):
+            if start == 0:
+                return self.model(x, stop_at_layer=stop)
+            return self.model(x, start_at_layer=start, stop_at_layer=stop)
+
+    def _check_resumes(self) -> None:
+        if not self.resumes:
+            raise ValueError(
+                f"{self.name} ({self.kind}) cannot start a forward at a later block; run it from "
+                "token ids (start_at_layer=0)."
+            )
 
     def check_tokens(self, tokens: Tensor) -> Tensor:
         """`tokens` as `[batch, pos]` long ids on the model's device; TypeError/ValueError naming
