@@ -38,3 +38,12 @@ def record(section: str, lines: list[str]) -> None:
     block = f"\n### {section} — {stamp}\n_{machine()}_\n\n" + "\n".join(lines) + "\n"
     RESULTS.write_text(text.rstrip("\n") + "\n" + block)
     print(block)
+
+
+def emit(section: str, lines: list[str], save: bool) -> None:
+    """Record `lines` under `section` in RESULTS.md when `save`, else only print them (--smoke,
+    --no-record)."""
+    if save:
+        record(section, lines)
+    else:
+        print("\n".join(lines))

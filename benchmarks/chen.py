@@ -17,7 +17,7 @@ import argparse
 import time
 
 import torch
-from _common import record
+from _common import emit
 
 from inducthead.papers.chen import GIHModel, reference_forward, to_reference_state_dict
 from inducthead.tasks import NGramMarkovICL
@@ -79,12 +79,11 @@ def main(argv: list[str] | None = None) -> None:
             f"| {kind} | {ours:.2f} | {stream:.2f} | {theirs:.2f} | {ours / stream:.1f}x | "
             f"{ours / theirs:.1f}x |"
         )
-    if args.smoke:
-        print("\n".join(lines))
-    else:
-        record(
-            "Chen GIH model: training steps/s, ours vs the equations (benchmarks/chen.py)", lines
-        )
+    emit(
+        "Chen GIH model: training steps/s, ours vs the equations (benchmarks/chen.py)",
+        lines,
+        save=not args.smoke,
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import torch
-from _common import record
+from _common import emit
 
 import inducthead as ih
 
@@ -90,10 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         f"worst seed reaches both scores >= 0.5 after {worst:.1f} s of training (target <= 30 s)",
         f"`inducthead train --config demo` process start to exit: {cli:.1f} s (target < 60 s)",
     ]
-    if args.no_record or args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Demo emergence on the CPU (benchmarks/demo_emergence.py)", lines)
+    emit(
+        "Demo emergence on the CPU (benchmarks/demo_emergence.py)",
+        lines,
+        save=not (args.no_record or args.smoke),
+    )
 
 
 if __name__ == "__main__":

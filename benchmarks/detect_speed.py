@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import emit
 
 import inducthead as ih
 from inducthead.analysis import ModelAdapter
@@ -130,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with torch.no_grad():
         lines = measure(**(SMOKE if args.smoke else SIZES))
-    if args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Detection speed (benchmarks/detect_speed.py)", lines)
+    emit("Detection speed (benchmarks/detect_speed.py)", lines, save=not args.smoke)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import emit
 
 import inducthead as ih
 from inducthead.analysis import detect
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Untrained maxima: prefix matching {random_pm:.3f}, |copying| {random_copy:.3f}, "
         f"previous-token {random_prev:.3f}, duplicate-token {random_dup:.3f}.",
     ]
-    if args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Detection thresholds (benchmarks/detect_thresholds.py)", lines)
+    emit("Detection thresholds (benchmarks/detect_thresholds.py)", lines, save=not args.smoke)
 
 
 def _f(score: float | None) -> str:

@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import emit
 
 import inducthead as ih
 from inducthead.dynamics import LLCSettings, Trajectory
@@ -241,10 +241,9 @@ def run(args) -> None:
             fresh = signals(Trajectory(fresh_dir), llc=True)
             lines += ["| signal | shipped assets/demo | fresh 800-step run |", "|---|---|---|"]
             lines += [f"| {a[0]} | {a[1]} | {b[1]} |" for a, b in zip(shipped, fresh, strict=True)]
-    if args.no_record or args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Training dynamics (benchmarks/dynamics.py)", lines)
+    emit(
+        "Training dynamics (benchmarks/dynamics.py)", lines, save=not (args.no_record or args.smoke)
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import emit
 
 import inducthead as ih
 from inducthead.runs import RunWriter
@@ -173,10 +173,11 @@ def main(argv: list[str] | None = None) -> None:
             "- GPU goal (>= 3x): not measured here (no GPU lent to this session); run "
             "`python benchmarks/multiseed.py --device cuda --amp` on one."
         )
-    if args.no_record or args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Multi-seed training (benchmarks/multiseed.py)", lines)
+    emit(
+        "Multi-seed training (benchmarks/multiseed.py)",
+        lines,
+        save=not (args.no_record or args.smoke),
+    )
 
 
 if __name__ == "__main__":

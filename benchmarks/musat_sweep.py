@@ -12,7 +12,7 @@ import argparse
 import time
 
 import torch
-from _common import record
+from _common import emit
 
 from inducthead.papers.musat import sweep
 
@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         "",
         f"batched speedup: {t_cells / t_batched:.2f}x",
     ]
-    if args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Musat N sweep, batched vs one cell at a time (benchmarks/musat_sweep.py)", lines)
+    emit(
+        "Musat N sweep, batched vs one cell at a time (benchmarks/musat_sweep.py)",
+        lines,
+        save=not args.smoke,
+    )
 
 
 if __name__ == "__main__":

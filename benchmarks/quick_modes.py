@@ -17,7 +17,7 @@ from importlib import import_module
 from pathlib import Path
 
 import torch
-from _common import record
+from _common import emit
 
 PAPERS = ("musat", "chen", "wang", "olsson")
 GOAL_S = 180.0
@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|",
         *rows,
     ]
-    if args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Quick modes of the paper reproductions (benchmarks/quick_modes.py)", lines)
+    emit(
+        "Quick modes of the paper reproductions (benchmarks/quick_modes.py)",
+        lines,
+        save=not args.smoke,
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from _common import record
+from _common import emit
 from torch import nn
 
 import inducthead as ih
@@ -276,10 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     end_load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
     lines.append(f"load average at end {end_load:.2f}")
     lines += goals(summary)
-    if args.no_record or args.smoke:
-        print("\n".join(lines))
-    else:
-        record("Training throughput (benchmarks/train_throughput.py)", lines)
+    emit(
+        "Training throughput (benchmarks/train_throughput.py)",
+        lines,
+        save=not (args.no_record or args.smoke),
+    )
 
 
 def goals(summary) -> list[str]:
